@@ -1,0 +1,16 @@
+# shellcheck shell=bash
+# Source me: puts the project's pinned toolchain on PATH and makes this checkout importable as
+# the collection diskless.cluster. Everything lives under $DL_CACHE (outside the repo).
+DL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DL_CACHE="${DL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/diskless-cluster}"
+DL_REQ_HASH="$(sha256sum "$DL_ROOT/requirements.txt" | cut -c1-12)"
+DL_VENV="$DL_CACHE/venv-$DL_REQ_HASH"
+DL_COLLECTIONS="$DL_CACHE/collections"
+export DL_ROOT DL_CACHE DL_VENV DL_COLLECTIONS
+export PATH="$DL_VENV/bin:$PATH"
+export ANSIBLE_COLLECTIONS_PATH="$DL_COLLECTIONS"
+export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=true
+export CONTAINERS_CONF="$DL_CACHE/containers.conf"
+export ANSIBLE_NOCOWS=1
+export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-0}"
+export PYTHONDONTWRITEBYTECODE=1

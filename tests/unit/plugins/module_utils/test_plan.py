@@ -1,0 +1,349 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The cluster planner: table tests (inventory -> plan), the bad-input corpus, and stability properties."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from plan_base import inventory  # noqa: E402
+
+from ansible_collections.diskless.cluster.plugins.module_utils.plan import (  # noqa: E402
+    SECRET_MASK,
+    PlanError,
+    build_plan,
+    make_iqn,
+    normalize_mac,
+    parse_size,
+    place,
+    redact,
+)
+
+CORPUS = yaml.safe_load((Path(__file__).parent / "fixtures" / "plan_errors.yml").read_text())
+
+
+def plan_of(**changes):
+    return build_plan(*inventory(**changes))
+
+
+# --------------------------------------------------------------------------------------------- the corpus
+def test_corpus_is_large_and_distinct():
+    assert len(CORPUS) >= 40
+    ids = [case["id"] for case in CORPUS]
+    assert len(ids) == len(set(ids))
+    assert all(case["errors"] for case in CORPUS), "every corpus case must fail"
+    # distinct inventories and distinct failures
+    assert len({json.dumps([c.get("cluster"), c.get("hosts"), c.get("groups")], sort_keys=True) for c in CORPUS}) == len(CORPUS)
+    assert len({tuple(c["errors"]) for c in CORPUS}) == len(CORPUS)
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[c["id"] for c in CORPUS])
+def test_bad_inventory_fails_with_exact_lines(case):
+    with pytest.raises(PlanError) as info:
+        plan_of(cluster=case.get("cluster"), hosts=case.get("hosts"), groups=case.get("groups"))
+    assert info.value.errors == case["errors"]
+    for line in info.value.errors:
+        host, field, problem = line.split(": ", 2)
+        assert host and field and problem and "\n" not in line
+    assert str(info.value).startswith("cluster plan is invalid (%d problem" % len(case["errors"]))
+
+
+# --------------------------------------------------------------------------------------------- table tests
+def test_base_plan_shape():
+    plan = plan_of()
+    assert plan["version"] == 1
+    assert plan["cluster"] == {
+        "name": "lab",
+        "domain": "lab.example.org",
+        "iqn_authority": "iqn.2026-11.org.example.lab",
+        "boot_network": "10.77.0.0/24",
+        "netmask": "255.255.255.0",
+        "prefixlen": 24,
+        "gateway": "10.77.0.1",
+        "dhcp_range": ["10.77.0.192", "10.77.0.254"],
+        "dhcp_lease_time": "12h",
+        "provisioning_ip": "10.77.0.2",
+        "http_base": "http://10.77.0.2",
+        "ntp_server": "10.77.0.2",
+        "syslog_server": "10.77.0.2",
+        "iscsi_port": 3260,
+        "mutual_chap_user": "lab-storage",
+    }
+    assert plan["images"]["debian12"] == {
+        "name": "debian12", "version": "1", "size_bytes": 2 << 30, "label": "dlroot",
+        "http_path": "/images/debian12/1", "golden_volume": "golden/debian12", "snapshot": "v1",
+    }
+    assert sorted(plan["nodes"]) == ["node001", "node002", "node003"]
+    assert sorted(plan["storage"]) == ["sch1", "sch2"]
+    assert sorted(plan["provisioning"]) == ["ips1"]
+
+
+def test_iscsi_node():
+    node = plan_of()["nodes"]["node001"]
+    host = place("node001", ["sch1", "sch2"], 1)[0]
+    portal = {"sch1": "10.77.0.11", "sch2": "10.77.0.12"}[host]
+    assert node["ip"] == "10.77.0.101"
+    assert node["mac"] == "52:54:00:00:01:01" and node["mac_hyphen"] == "52-54-00-00-01-01"
+    assert node["initiator_iqn"] == "iqn.2026-11.org.example.lab:node001"
+    assert node["chap_user"] == "node001" and node["chap_secret"] == "node001-secret-a"
+    assert node["mutual_chap_user"] == "lab-storage" and node["mutual_chap_secret"] == "node001-mutual-a"
+    assert node["paths"] == [{
+        "storage_host": host, "portal": portal, "port": 3260,
+        "target_iqn": "iqn.2026-11.org.example.lab:%s.node001-root" % host,
+        "lun": 0, "volume": "tank/nodes/node001-root", "readonly": False,
+    }]
+    assert node["kernel_args"] == [
+        "ip=10.77.0.101::10.77.0.1:255.255.255.0:node001::off", "BOOTIF=01-52-54-00-00-01-01",
+        "root=LABEL=dlroot", "ro", "diskless.node=node001",
+    ]
+    assert node["boot_script"].splitlines() == [
+        "#!ipxe",
+        "# diskless.cluster: node001 (root iscsi, image debian12 v1). Generated from the inventory; do not edit.",
+        "imgfree",
+        "kernel http://10.77.0.2/images/debian12/1/vmlinuz " + " ".join(node["kernel_args"]),
+        "initrd http://10.77.0.2/images/debian12/1/initrd.img",
+        "initrd http://10.77.0.2/nodes/52-54-00-00-01-01.conf /etc/iscsi.initramfs mode=600",
+        "boot",
+    ]
+    conf = node["initramfs_conf"]
+    assert "ISCSI_INITIATOR='iqn.2026-11.org.example.lab:node001'" in conf
+    assert "ISCSI_TARGET_IP='%s'" % portal in conf
+    assert "ISCSI_PASSWORD='node001-secret-a'" in conf and "ISCSI_IN_PASSWORD='node001-mutual-a'" in conf
+    assert "secret" not in node["boot_script"]
+
+
+def test_mirror_halves_on_two_hosts_and_image_on_all():
+    plan = plan_of()
+    mirror = plan["nodes"]["node002"]["paths"]
+    assert sorted(p["storage_host"] for p in mirror) == ["sch1", "sch2"]
+    assert {p["volume"] for p in mirror} == {"tank/nodes/node002-root"}
+    assert plan["nodes"]["node002"]["kernel_args"][2] == "root=/dev/md/dlroot"
+    image = plan["nodes"]["node003"]
+    assert [(p["storage_host"], p["target_iqn"], p["readonly"]) for p in image["paths"]] == [
+        ("sch1", "iqn.2026-11.org.example.lab:shared.debian12-v1", True),
+        ("sch2", "iqn.2026-11.org.example.lab:shared.debian12-v1", True),
+    ]
+    assert "ISCSI_TARGET_IP='10.77.0.11 10.77.0.12'" in image["initramfs_conf"]
+    assert "overlayroot=tmpfs" in image["kernel_args"]
+    assert image["root_size_bytes"] is None
+
+
+def test_storage_slice():
+    plan = plan_of()
+    sch1 = plan["storage"]["sch1"]
+    assert sch1["portal_ip"] == "10.77.0.11" and sch1["pool"] == "tank" and sch1["pool_devices"] == ["/dev/vdb"]
+    assert sch1["golden"] == [{"image": "debian12", "volume": "tank/golden/debian12", "size_bytes": 2 << 30,
+                               "snapshot": "tank/golden/debian12@v1"}]
+    names = [v["name"] for v in sch1["volumes"]]
+    assert "tank/nodes/node002-root" in names and "tank/shared/debian12-v1" in names
+    shared = [e for e in sch1["exports"] if e["target_iqn"].endswith(":shared.debian12-v1")][0]
+    assert shared["readonly"] is True and shared["device"] == "/dev/zvol/tank/shared/debian12-v1"
+    assert shared["backstore"] == "shared-debian12-v1"
+    assert [a["node"] for a in shared["acls"]] == ["node003"] and shared["acls"][0]["write_protect"] is True
+    # the shared image has the same unit serial on every storage host (multipath), node volumes none
+    shared2 = [e for e in plan["storage"]["sch2"]["exports"] if e["target_iqn"] == shared["target_iqn"]][0]
+    assert shared["wwn"] == shared2["wwn"] and len(shared["wwn"]) == 36
+    mirror = [e for e in sch1["exports"] if e["target_iqn"].endswith("sch1.node002-root")][0]
+    assert mirror["wwn"] is None and mirror["readonly"] is False and mirror["lun"] == 0
+    assert mirror["portals"] == [{"ip": "10.77.0.11", "port": 3260}]
+    assert mirror["acls"] == [{
+        "node": "node002", "initiator_iqn": "iqn.2026-11.org.example.lab:node002",
+        "userid": "node002", "password": "node002-secret-a",
+        "mutual_userid": "lab-storage", "mutual_password": "node002-mutual-a",
+        "mapped_lun": 0, "write_protect": False,
+    }]
+    assert [e["target_iqn"] for e in sch1["exports"]] == sorted(e["target_iqn"] for e in sch1["exports"])
+
+
+def test_provisioning_slice():
+    prov = plan_of()["provisioning"]["ips1"]
+    assert prov["ip"] == "10.77.0.2"
+    assert prov["dhcp_hosts"][0] == {"node": "node001", "file": "52-54-00-00-01-01.conf",
+                                     "line": "52:54:00:00:01:01,10.77.0.101,node001,12h"}
+    files = {f["file"]: f for f in prov["boot_files"]}
+    assert files["52-54-00-00-01-01.ipxe"]["secret"] is False
+    assert files["52-54-00-00-01-01.conf"]["secret"] is True and files["52-54-00-00-01-01.conf"]["allow"] == "10.77.0.101"
+    assert len(prov["boot_files"]) == 6
+
+
+@pytest.mark.parametrize("changes, node, field, expected", [
+    ({"hosts": {"node001": {"node_ip": "10.77.0.50"}}}, "node001", "ip", "10.77.0.50"),
+    ({"hosts": {"node001": {"cluster_node_ip_offset": 20}}}, "node001", "ip", "10.77.0.21"),
+    ({"cluster": {"cluster_node_ip_offset": 20}}, "node003", "ip", "10.77.0.23"),
+    ({"hosts": {"node001": {"node_index": 7}}}, "node001", "ip", "10.77.0.107"),
+    ({"hosts": {"node001": {"node_mac": "52-54-00-AA-BB-CC"}}}, "node001", "mac", "52:54:00:aa:bb:cc"),
+    ({"hosts": {"node001": {"node_mac": "5254.00aa.bbcc"}}}, "node001", "mac_hyphen", "52-54-00-aa-bb-cc"),
+    ({"hosts": {"node001": {"node_hostname": "Compute-1"}}}, "node001", "initiator_iqn", "iqn.2026-11.org.example.lab:compute-1"),
+    ({"hosts": {"node001": {"node_root_size": "8G"}}}, "node001", "root_size_bytes", 8 << 30),
+    ({"hosts": {"node001": {"node_luks": True, "node_luks_key": "0123456789abcdef-key"}}}, "node001", "luks", True),
+    ({"hosts": {"node001": {"node_chap_secret": "per-host-secret-1"}}}, "node001", "chap_secret", "per-host-secret-1"),
+    ({"cluster": {"cluster_domain": "Cluster.Example.COM"}}, "node001", "initiator_iqn", "iqn.2026-11.com.example.cluster:node001"),
+])
+def test_node_table(changes, node, field, expected):
+    assert plan_of(**changes)["nodes"][node][field] == expected
+
+
+def test_pins_and_ports():
+    plan = plan_of(cluster={"cluster_iscsi_port": 3261, "cluster_http_port": 8080},
+                   hosts={"node001": {"node_storage": ["sch2"]}, "node003": {"node_storage": ["sch1"]}})
+    assert [p["storage_host"] for p in plan["nodes"]["node001"]["paths"]] == ["sch2"]
+    assert [p["storage_host"] for p in plan["nodes"]["node003"]["paths"]] == ["sch1"]
+    assert plan["nodes"]["node001"]["paths"][0]["port"] == 3261
+    assert plan["cluster"]["http_base"] == "http://10.77.0.2:8080"
+    assert "http://10.77.0.2:8080/nodes/52-54-00-00-01-01.conf" in plan["nodes"]["node001"]["boot_script"]
+
+
+def test_luks_key_reaches_only_the_secret_file():
+    plan = plan_of(hosts={"node001": {"node_luks": True, "node_luks_key": "0123456789abcdef-key"}})
+    node = plan["nodes"]["node001"]
+    assert "DL_LUKS='1'" in node["initramfs_conf"] and "DL_LUKS_KEY='0123456789abcdef-key'" in node["initramfs_conf"]
+    assert "0123456789abcdef-key" not in node["boot_script"] and "0123456789abcdef-key" not in " ".join(node["kernel_args"])
+
+
+def test_redact_masks_every_secret():
+    plan = plan_of(hosts={"node001": {"node_luks": True, "node_luks_key": "0123456789abcdef-key"}})
+    text = json.dumps(redact(plan))
+    for secret in ("node001-secret-a", "node001-mutual-a", "node002-mutual-a", "0123456789abcdef-key"):
+        assert secret in json.dumps(plan) and secret not in text
+    assert SECRET_MASK in text
+    assert "#!ipxe" in text  # the non-secret boot scripts stay readable
+
+
+def test_plan_is_json_and_deterministic():
+    first = plan_of()
+    assert json.loads(json.dumps(first)) == first
+    assert plan_of() == first
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("2G", 2 << 30), ("512M", 512 << 20), ("1.5T", 3 << 39), ("10GiB", 10 << 30), (4096, 4096), ("4096", 4096), ("1k", 1024),
+])
+def test_parse_size(value, expected):
+    assert parse_size(value) == expected
+
+
+@pytest.mark.parametrize("value", ["", "G", "-1G", "1.3", 0, True, "2 GB extra", None])
+def test_parse_size_rejects(value):
+    with pytest.raises(ValueError):
+        parse_size(value)
+
+
+def test_iqn_and_mac_helpers():
+    assert make_iqn("2026-11", "lab.example.org", "SCH1", "node001-root") == "iqn.2026-11.org.example.lab:sch1.node001-root"
+    with pytest.raises(ValueError, match="not a valid IQN"):
+        make_iqn("2026-11", "lab.example.org", "node_1")
+    with pytest.raises(ValueError, match="at most 223"):
+        make_iqn("2026-11", "lab.example.org", "x" * 200)
+    assert normalize_mac("52:54:00:AA:bb:0c", "hyphen") == "52-54-00-aa-bb-0c"
+    with pytest.raises(ValueError):
+        normalize_mac("52:54:00:aa:bb")
+
+
+def test_placement_is_balanced():
+    hosts = ["sch1", "sch2", "sch3", "sch4"]
+    counts = {h: 0 for h in hosts}
+    for i in range(4000):
+        counts[place("node%04d" % i, hosts, 1)[0]] += 1
+    assert all(850 < c < 1150 for c in counts.values()), counts
+    for i in range(500):
+        pair = place("node%04d" % i, hosts, 2)
+        assert len(set(pair)) == 2
+
+
+# --------------------------------------------------------------------------------------------- stability
+MODES = ("iscsi", "mirror", "image")
+
+
+@st.composite
+def clusters(draw):
+    """A random valid cluster: 2-4 storage hosts, 1-40 nodes with unique indices/MACs in random order."""
+    n_storage = draw(st.integers(2, 4))
+    indices = draw(st.lists(st.integers(0, 140), min_size=1, max_size=40, unique=True))
+    nodes = []
+    for index in indices:
+        node = {"name": "n%03d" % index, "mode": draw(st.sampled_from(MODES)),
+                "mac": "52:54:00:%02x:%02x:%02x" % (index // 65536, index // 256 % 256, index % 256)}
+        if draw(st.booleans()) and node["mode"] != "image":
+            node["size"] = draw(st.sampled_from(["2G", "3G", "8G"]))
+        nodes.append(node)
+    nodes = draw(st.permutations(nodes))
+    return n_storage, nodes
+
+
+def _inventory(n_storage, nodes, order=None):
+    cluster = {
+        "cluster_name": "prop", "cluster_domain": "prop.example.org", "cluster_iqn_date": "2026-11",
+        "cluster_boot_network": "10.80.0.0/16", "cluster_images": {"img": {"version": "2", "size": "2G"}},
+        "cluster_node_ip_offset": 1000,
+        "cluster_chap_secrets": {n["name"]: {"secret": n["name"] + "-secret-xx", "mutual_secret": n["name"] + "-mutual-xx"}
+                                 for n in nodes},
+    }
+    hostvars = {"ips1": {"ansible_host": "10.80.0.2"}}
+    groups = {"provisioning": ["ips1"], "storage": [], "compute": []}
+    for i in range(n_storage):
+        name = "sch%d" % (i + 1)
+        hostvars[name] = {"ansible_host": "10.80.0.%d" % (11 + i), "storage_pool_devices": ["/dev/vdb"]}
+        groups["storage"].append(name)
+    for n in nodes:
+        hostvars[n["name"]] = {"node_mac": n["mac"], "node_root": n["mode"]}
+        if "size" in n:
+            hostvars[n["name"]]["node_root_size"] = n["size"]
+        groups["compute"].append(n["name"])
+    return cluster, hostvars, groups
+
+
+def _identity(node):
+    """What must never change for a running node."""
+    return {k: node[k] for k in ("ip", "mac", "initiator_iqn", "paths", "hostname", "boot_script", "initramfs_conf")}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(clusters(), st.data())
+def test_adding_removing_reordering_nodes_never_changes_other_nodes(cluster, data):
+    n_storage, nodes = cluster
+    before = build_plan(*_inventory(n_storage, nodes))
+
+    # reorder
+    shuffled = data.draw(st.permutations(nodes))
+    assert build_plan(*_inventory(n_storage, shuffled)) == before
+
+    # remove one node
+    if len(nodes) > 1:
+        gone = data.draw(st.sampled_from(nodes))
+        after = build_plan(*_inventory(n_storage, [n for n in nodes if n is not gone]))
+        for name, node in after["nodes"].items():
+            assert _identity(node) == _identity(before["nodes"][name])
+
+    # add a node with an unused index
+    used = {int(n["name"][1:]) for n in nodes}
+    free = [i for i in range(141, 400) if i not in used]
+    index = data.draw(st.sampled_from(free))
+    extra = {"name": "n%03d" % index, "mode": data.draw(st.sampled_from(MODES)),
+             "mac": "52:54:00:%02x:%02x:%02x" % (index // 65536, index // 256 % 256, index % 256)}
+    position = data.draw(st.integers(0, len(nodes)))
+    grown = build_plan(*_inventory(n_storage, nodes[:position] + [extra] + nodes[position:]))
+    for name, node in before["nodes"].items():
+        assert _identity(grown["nodes"][name]) == _identity(node)
+    # ...and nothing already exported on a storage host is re-keyed (same target, backstore, device, LUN)
+    for host, spec in before["storage"].items():
+        new_exports = {e["target_iqn"]: e for e in grown["storage"][host]["exports"]}
+        for export in spec["exports"]:
+            new = new_exports[export["target_iqn"]]
+            assert (new["backstore"], new["device"], new["lun"], new["wwn"]) == \
+                   (export["backstore"], export["device"], export["lun"], export["wwn"])
+
+
+def test_inputs_are_not_mutated():
+    cluster, hostvars, groups = inventory()
+    snapshot = copy.deepcopy((cluster, hostvars, groups))
+    build_plan(cluster, hostvars, groups)
+    assert (cluster, hostvars, groups) == snapshot
