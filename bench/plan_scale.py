@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Planner time for 100 / 1,000 / 10,000 compute nodes (not a test: prints figures).
 
@@ -51,7 +50,7 @@ def main() -> None:
         inv = inventory(n)
         runs = 7 if n <= 1000 else 3
         times = []
-        for _ in range(runs):
+        for _run in range(runs):
             start = time.perf_counter()
             plan = build_plan(*inv)
             times.append(time.perf_counter() - start)

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # One-time (idempotent) set-up of everything the tests and the lab need on a Debian 12 host:
-# Debian packages, a pinned venv outside the repo, the collection link, podman's containers.conf.
+# Debian packages (incl. shellcheck for ansible-test sanity), a pinned venv outside the repo, the collection link,
+# podman's containers.conf.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 
 APT_PACKAGES=(
   podman runc uidmap mmdebstrap qemu-system-x86 qemu-utils dnsmasq-base grub-common ipxe
   zstd git make curl ca-certificates iproute2 e2fsprogs tftp-hpa isc-dhcp-client openssh-client
-  python3-venv
+  python3-venv shellcheck
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -5,7 +5,7 @@ set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bash "$here/bootstrap.sh" || { echo "bootstrap failed"; exit 1; }
 source "$here/env.sh"
-cd "$DL_ROOT"
+cd "$DL_ROOT" || exit 1
 passed=0; failed=0; failed_names=()
 for stage in tests/stages/[0-9]*.sh; do
   name="$(basename "$stage" .sh)"; short="${name#*-}"

@@ -25,7 +25,7 @@ description:
   - The plan is stable. A node's addresses, names and placement depend only on its own variables and on
     the set of storage hosts, so adding, removing or reordering nodes never changes another node.
   - If the inventory has problems, the task fails once with one line per problem, naming the host and the
-    variable, before any host is changed. Run it first, with O(ignore_errors=false) and
+    variable, before any host is changed. Run it first, with C(ignore_errors=false) and
     C(any_errors_fatal), so nothing is touched when the plan is invalid.
   - This is an action plugin; it runs on the controller only and never connects to a host.
   - The plan holds CHAP secrets and LUKS keys; use C(no_log) on the task, or O(redact=true) to print it.
@@ -65,7 +65,7 @@ seealso:
     description: Every field of the plan and every inventory variable the planner reads.
     link: https://example.invalid/diskless/cluster/docs/plan.md
 author:
-  - diskless.cluster developers
+  - diskless.cluster developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
