@@ -1,0 +1,63 @@
+"""Helpers shared by the lab tests (imported by conftest.py and the test modules)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LABCTL = REPO / "lab" / "labctl.py"
+INVENTORY = Path(os.environ.get("DL_LAB_INVENTORY", REPO / "inventories" / "lab"))
+LAB_TESTS = Path(__file__).resolve().parent
+
+_timings: list[tuple[str, float]] = []
+
+
+def record_timing(what: str, seconds: float) -> None:
+    """Timings are reported (terminal summary), never asserted."""
+    _timings.append((what, seconds))
+
+
+def labctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, str(LABCTL), "--inventory", str(INVENTORY), *args],
+                          capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        pytest.fail(f"labctl {' '.join(args)} failed (rc {proc.returncode}):\n{proc.stderr}", pytrace=False)
+    return proc
+
+
+def inventory() -> dict[str, Any]:
+    out = subprocess.run(["ansible-inventory", "-i", str(INVENTORY), "--list"], capture_output=True,
+                         text=True, check=True).stdout
+    return json.loads(out)
+
+
+def lab_netns() -> str:
+    hostvars = inventory()["_meta"]["hostvars"]
+    return next(iter(hostvars.values()), {}).get("lab_netns", "dl-lab")
+
+
+def in_lab_netns() -> bool:
+    try:
+        mine = subprocess.run(["ip", "netns", "identify", str(os.getpid())], capture_output=True,
+                              text=True).stdout.split()
+    except FileNotFoundError:
+        return False
+    return lab_netns() in mine
+
+
+
+@dataclasses.dataclass
+class LabInfo:
+    inventory: Path
+    netns: str
+    ssh_config: Path
+    hosts: dict[str, dict[str, Any]]   # name -> {ip, mac, groups, kernel_version, ...} from `labctl up`
+    hostvars: dict[str, dict[str, Any]]  # inventory host vars (untemplated)
