@@ -1,0 +1,149 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""How long does the provisioning host role take for 10, 100 and 1,000 nodes?  (Not a test: prints figures.)
+
+    source hack/env.sh && python3 bench/provisioning_scale.py [--sizes 10,100,1000] [--keep]
+
+Starts one systemd container from the molecule image (hack/container-image.sh) on an internal podman
+network of its own, converges it once, then for each size N:
+  1. resets it to a 1-node cluster (not timed),
+  2. times `ansible-playbook playbooks/provisioning.yml` with an N-node inventory (N-1 nodes added:
+     reservations, per-node scripts, per-node secrets, nginx locations),
+  3. times the same run again (nothing to change),
+and prints wall times, the per-node tasks' own times (profile_tasks) and dnsmasq's PID (must not change:
+adding nodes never restarts it). Every per-node set is one module call, so N mostly costs bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NETWORK = "diskless-bench-boot"
+CONTAINER = "diskless-bench-ips1"
+IPS_IP = "10.80.0.2"
+PER_NODE_TASKS = (
+    "Install the per-node public boot files",
+    "Install the per-node files restricted to each node's address",
+    "Install the DHCP reservations",
+    "Configure the HTTP boot tree",
+)
+
+
+def sh(*argv, check=True, capture=True, env=None):
+    return subprocess.run(argv, check=check, text=True, env=env,
+                          stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None)
+
+
+def write_inventory(directory: pathlib.Path, nodes: int) -> None:
+    lines = [
+        "all:",
+        "  vars:",
+        "    cluster_name: bench",
+        "    cluster_domain: bench.example.org",
+        '    cluster_iqn_date: "2026-11"',
+        "    cluster_boot_network: 10.80.0.0/20",
+        '    cluster_images: {debian12: {version: "1", size: 2G, label: dlroot}}',
+        "    cluster_chap_secrets:",
+    ]
+    for i in range(1, nodes + 1):
+        lines.append('      node%04d: {secret: "%s", mutual_secret: "%s"}' % (i, secrets.token_hex(8), secrets.token_hex(8)))
+    lines += [
+        "  children:",
+        "    provisioning:",
+        "      hosts:",
+        "        ips1: {ansible_host: %s, ansible_connection: containers.podman.podman, provisioning_ip: %s,"
+        " provisioning_host_interface: eth0}" % (CONTAINER, IPS_IP),
+        "    storage:",
+        "      hosts:",
+        "        sch1: {storage_ip: 10.80.0.11, storage_pool_devices: [/dev/vdb]}",
+        "        sch2: {storage_ip: 10.80.0.12, storage_pool_devices: [/dev/vdb]}",
+        "    compute:",
+        "      hosts:",
+    ]
+    for i in range(1, nodes + 1):
+        lines.append('        node%04d: {node_mac: "52:54:00:%02x:%02x:%02x"}' % (i, (i >> 16) & 255, (i >> 8) & 255, i & 255))
+    (directory / "hosts.yml").write_text("\n".join(lines) + "\n")
+
+
+def converge(directory: pathlib.Path, nodes: int):
+    """Run the provisioning playbook for an N-node inventory; return (wall seconds, {task: seconds}, recap)."""
+    write_inventory(directory, nodes)
+    env = dict(os.environ, ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks", PROFILE_TASKS_TASK_OUTPUT_LIMIT="100",
+               ANSIBLE_GATHERING="explicit", ANSIBLE_PYTHON_INTERPRETER="/usr/bin/python3", ANSIBLE_NOCOLOR="1")
+    start = time.monotonic()
+    proc = sh("ansible-playbook", "-i", str(directory / "hosts.yml"), str(ROOT / "playbooks" / "provisioning.yml"),
+              check=False, env=env)
+    wall = time.monotonic() - start
+    if proc.returncode:
+        sys.exit("ansible-playbook failed for %d nodes:\n%s\n%s" % (nodes, proc.stdout[-4000:], proc.stderr[-2000:]))
+    tasks = {}
+    for m in re.finditer(r"^diskless\.cluster\.provisioning_host : (.+?) -+ (\d+\.\d+)s$", proc.stdout, re.M):
+        tasks[m.group(1).strip()] = float(m.group(2))
+    recap = re.search(r"^ips1\s+: (.*)$", proc.stdout, re.M).group(1)
+    return wall, tasks, recap
+
+
+def dnsmasq_pid() -> str:
+    return sh("podman", "exec", CONTAINER, "systemctl", "show", "--property=MainPID", "--value", "dnsmasq.service").stdout.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10,100,1000")
+    parser.add_argument("--keep", action="store_true", help="leave the container running afterwards")
+    parser.add_argument("--tasks", action="store_true", help="print every task's own time for each size")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    image = sh(str(ROOT / "hack" / "container-image.sh")).stdout.strip()
+    sh("podman", "rm", "--force", "--ignore", CONTAINER)
+    if sh("podman", "network", "exists", NETWORK, check=False).returncode:
+        sh("podman", "network", "create", "--internal", "--disable-dns", "--ipam-driver", "none", NETWORK)
+    sh("podman", "run", "--detach", "--name", CONTAINER, "--hostname", "ips1", "--systemd", "always",
+       "--network", NETWORK, "--cap-add", "NET_ADMIN,NET_RAW", image, "/sbin/init")
+    try:
+        sh("podman", "exec", CONTAINER, "ip", "address", "replace", IPS_IP + "/20", "dev", "eth0")
+        sh("podman", "exec", CONTAINER, "systemctl", "is-system-running", "--wait", check=False)
+        # containers may not set the clock: chrony serves time without touching it (as in the molecule prepare)
+        sh("podman", "exec", CONTAINER, "sh", "-c",
+           "mkdir -p /etc/systemd/system/chrony.service.d && printf '[Unit]\\nConditionCapability=\\n' "
+           "> /etc/systemd/system/chrony.service.d/container.conf && echo 'DAEMON_OPTS=\"-F 0 -x\"' > /etc/default/chrony "
+           "&& systemctl daemon-reload")
+        with tempfile.TemporaryDirectory(prefix="diskless-bench-") as tmp:
+            inv = pathlib.Path(tmp)
+            wall = converge(inv, 1)[0]
+            print("first converge (1 node, services configured and restarted): %.1f s" % wall)
+            print()
+            print("%6s  %10s  %14s  %12s  %10s  %s" % ("nodes", "apply [s]", "per-node [s]", "again [s]", "dnsmasq", "recap of the apply"))
+            for n in sizes:
+                converge(inv, 1)
+                pid = dnsmasq_pid()
+                wall, tasks, recap = converge(inv, n)
+                per_node = sum(tasks.get(t, 0.0) for t in PER_NODE_TASKS)
+                again = converge(inv, n)[0]
+                same = "same PID" if dnsmasq_pid() == pid else "RESTARTED"
+                print("%6d  %10.1f  %14.2f  %12.1f  %10s  %s" % (n, wall, per_node, again, same, recap.split()[1]))
+                if args.tasks:
+                    for name, seconds in sorted(tasks.items(), key=lambda kv: -kv[1]):
+                        print("        %6.2f  %s" % (seconds, name))
+            files = sh("podman", "exec", CONTAINER, "sh", "-c",
+                       "ls /etc/dnsmasq.hosts.d | wc -l; ls /srv/diskless/restricted | wc -l").stdout.split()
+            print()
+            print("after the last size: %s reservation files, %s restricted boot files" % tuple(files))
+            print("per-node [s] = own time of the 3 file_set calls + the nginx site template (profile_tasks)")
+    finally:
+        if not args.keep:
+            sh("podman", "rm", "--force", "--time", "5", CONTAINER, check=False)
+            sh("podman", "network", "rm", NETWORK, check=False)
+
+
+if __name__ == "__main__":
+    main()
