@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """labctl — the diskless.cluster lab: QEMU VMs on a private bridge in a network namespace.
 
 The lab supplies the machines of an ordinary cluster inventory (inventories/lab): every inventory host
@@ -58,7 +58,7 @@ DEFAULTS = {
 }
 # Host variables labctl reads (literal values only: `ansible-inventory --list` does not template).
 LAB_VARS = {"ansible_host", "node_mac", "storage_pool_devices", "lab_kind", "lab_boot", "lab_image",
-            "lab_mac", "lab_memory_mib", "lab_cpus", "lab_disks", "lab_kernel_args", "lab_vm_timeout",
+            "lab_start", "lab_mac", "lab_memory_mib", "lab_cpus", "lab_disks", "lab_kernel_args", "lab_vm_timeout",
             "lab_boot_timeout", "lab_tb_size_mib", "lab_netns", "lab_bridge", "lab_bridge_address"}
 STOP_GRACE_S = 15.0
 SSH_POLL_S = 2.0
@@ -142,7 +142,7 @@ def run(argv: Sequence[str], *, what: str, capture: bool = False, check: bool = 
         **kw: Any) -> subprocess.CompletedProcess[str]:
     """Run argv; on failure raise LabError naming `what` and showing the tool's own stderr."""
     try:
-        proc = subprocess.run(list(argv), text=True, capture_output=capture, **kw)
+        proc = subprocess.run(list(argv), text=True, capture_output=capture, check=False, **kw)
     except FileNotFoundError:
         die(f"{what}: {argv[0]} not found (run hack/bootstrap.sh, then source hack/env.sh)")
     if check and proc.returncode != 0:
@@ -384,7 +384,8 @@ def _mmdebstrap(p: Paths, recipe: Recipe, rootfs: Path, blog: Path) -> None:
     with open(blog, "w") as fh:
         fh.write("# " + shlex.join(argv) + "\n")
         fh.flush()
-        proc = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              check=False)
     if proc.returncode != 0:
         die(f"image build failed: mmdebstrap exited {proc.returncode}; last lines of {blog}:\n"
             f"{tail(blog, 30)}\n  Check that {d['mirror']} is reachable and the recipe's packages exist "
@@ -454,6 +455,7 @@ class VM:
     kernel_args: list[str]
     timeout_s: int
     tb_size_mib: int | None
+    start: bool = True  # started by a plain `up`; False (`lab_start: false`): only by `up HOST`
 
     @property
     def tap(self) -> str:
@@ -469,13 +471,19 @@ class Lab:
     bridge_address: str  # CIDR
     boot_timeout_s: int
     vms: list[VM]
+    # hosts of the inventory the lab does not supply (yet): name -> why (`labctl up` prints it)
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def select(self, names: Sequence[str]) -> list[VM]:
+        """`up HOST...`: exactly those; plain `up`: every VM without `lab_start: false`."""
         unknown = sorted(set(names) - {vm.name for vm in self.vms})
         if unknown:
+            why = "".join(f"; {n}: {self.skipped[n]}" for n in unknown if n in self.skipped)
             die(f"not lab hosts in {self.inventory}: {', '.join(unknown)} "
-                f"(lab hosts: {', '.join(vm.name for vm in self.vms) or 'none'})")
-        return [vm for vm in self.vms if not names or vm.name in names]
+                f"(lab hosts: {', '.join(vm.name for vm in self.vms) or 'none'}){why}")
+        if names:
+            return [vm for vm in self.vms if vm.name in names]
+        return [vm for vm in self.vms if vm.start]
 
 
 def load_inventory(path: Path) -> Lab:
@@ -525,15 +533,27 @@ def load_inventory(path: Path) -> Lab:
     boot_timeout = parse_duration(gv("lab_boot_timeout"), "all: lab_boot_timeout")
 
     vms: list[VM] = []
+    skipped: dict[str, str] = {}
     for name in sorted(hostvars):
         hv = hostvars[name]
         if hv.get("lab_kind", "vm") == "none" or name == "localhost":
             continue
-        err = lambda field, msg: errors.append(f"{name}: {field}: {msg}")  # noqa: E731
+
+        def err(field: str, msg: str, name: str = name) -> None:
+            errors.append(f"{name}: {field}: {msg}")
+
         kind = hv.get("lab_kind", "vm")
-        if kind != "vm":
-            err("lab_kind", f"{kind!r}: only 'vm' (or 'none') is implemented")
+        if kind == "container":
+            skipped[name] = ("lab_kind 'container' (a podman provisioning container) is not supplied by "
+                             "the lab yet: not started")
             continue
+        if kind != "vm":
+            err("lab_kind", f"{kind!r}: must be 'vm', 'container' (not supplied yet) or 'none'")
+            continue
+        start = hv.get("lab_start", True)
+        if not isinstance(start, bool):
+            err("lab_start", f"{start!r}: must be true or false")
+            start = True
         hgroups = groups.get(name, [])
         for key, value in hv.items():
             if key in LAB_VARS and isinstance(value, str) and "{{" in value:
@@ -597,7 +617,7 @@ def load_inventory(path: Path) -> Lab:
         tb = hv.get("lab_tb_size_mib")
         vms.append(VM(name, hgroups, str(ip), boot_net.prefixlen, mac, mem, cpus, boot,
                       image if boot == "kernel" else None, disks, [str(a) for a in kargs], timeout_s,
-                      tb if isinstance(tb, int) else None))
+                      tb if isinstance(tb, int) else None, start))
     for field, attr in (("ansible_host", "ip"), ("lab_mac", "mac")):
         seen: dict[str, str] = {}
         for vm in vms:
@@ -607,7 +627,7 @@ def load_inventory(path: Path) -> Lab:
             seen[v] = vm.name
     if errors:
         die(f"inventory {path}:\n" + "\n".join("    " + e for e in sorted(errors)))
-    return Lab(path, str(netns), str(bridge), str(bridge_if), boot_timeout, vms)
+    return Lab(path, str(netns), str(bridge), str(bridge_if), boot_timeout, vms, skipped)
 
 
 # --------------------------------------------------------------------------------------------- network
@@ -766,8 +786,8 @@ def wait_for_ssh(p: Paths, lab: Lab, vms: Sequence[VM], procs: dict[str, subproc
             with contextlib.suppress(FileNotFoundError):
                 if "Kernel panic" in console.read_text(errors="replace"):
                     die(f"{name}: kernel panic while booting; console ({console}):\n{tail(console)}")
-            r = subprocess.run(ssh_argv(p, lab.netns, name, ["true"]) , stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            r = subprocess.run(ssh_argv(p, lab.netns, name, ["true"]), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
             if r.returncode == 0:
                 pending.discard(name)
                 if name in t0:
@@ -867,6 +887,12 @@ def cmd_up(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
     require_root()
     lab = load_inventory(args.inventory)
     vms = lab.select(args.hosts)
+    for name, why in sorted(lab.skipped.items()):
+        log(f"{name}: {why}")
+    if not args.hosts:
+        for vm in lab.vms:
+            if not vm.start:
+                log(f"{vm.name}: lab_start is false: not started (start it with `up {vm.name}`)")
     ensure_ssh_keys(p)
     with flock(p.lab / "lock", "up/down"):
         state = _read_state(p)
@@ -874,7 +900,7 @@ def cmd_up(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
             die(f"a lab with namespace {state.get('netns')} is up; run `labctl down` first")
         images: dict[str, Image] = {}
         for name in sorted({vm.image for vm in vms if vm.image}):
-            images[name], _ = build_image(p, name)
+            images[name] = build_image(p, name)[0]
         accel = detect_accel()
         changed = ensure_network(lab)
         p.run.mkdir(parents=True, exist_ok=True)
@@ -954,7 +980,8 @@ def cmd_status(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
         ssh_ok = False
         if pid and up and os.geteuid() == 0 and st.get("vm", {}).get("boot") == "kernel":
             ssh_ok = subprocess.run(ssh_argv(p, netns, d.name, ["true"]), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    check=False).returncode == 0
         hosts[d.name] = {"running": bool(pid), "pid": pid, "ssh": ssh_ok,
                          "ip": st.get("vm", {}).get("ip"), "image": st.get("image"),
                          "console": str(p.logs / f"{d.name}.console.log")}
@@ -1020,7 +1047,7 @@ def _write_state(p: Paths, data: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="labctl", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="labctl", description=__doc__.split("\n\n", maxsplit=1)[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-i", "--inventory", type=Path,
                     default=Path(os.environ.get("DL_LAB_INVENTORY", DEFAULT_INVENTORY)),
@@ -1031,7 +1058,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("names", nargs="*", help="image recipes (lab/images/NAME.toml); default: all")
     s.add_argument("--force", action="store_true", help="rebuild even if cached")
     s = sub.add_parser("up", help="start the lab network and VMs, wait for SSH")
-    s.add_argument("hosts", nargs="*", help="only these inventory hosts (default: all)")
+    s.add_argument("hosts", nargs="*", help="only these inventory hosts (default: all without lab_start: false)")
     s = sub.add_parser("down", help="stop every lab VM and delete the namespace (idempotent)")
     s.add_argument("--netns", help="namespace to delete if no lab state is left")
     sub.add_parser("status", help="show lab VMs and whether SSH answers")

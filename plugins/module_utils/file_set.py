@@ -215,8 +215,14 @@ def _set_attributes(path, mode, uid, gid):
         os.chmod(path, mode)
 
 
-def write_atomic(path, name, state, default_mode=0o644):
-    """Write ``state.content`` to ``path/name`` through a dot-prefixed temporary file and ``rename()``."""
+# Above this many files in one run, the temporary files are made durable with one sync() instead of one
+# fsync() each: 2,000 fsyncs cost ~5 s, one sync well under a second, with the same crash guarantee
+# (every file's content is on disk before any rename makes it visible).
+BATCH_SYNC_THRESHOLD = 16
+
+
+def _stage(path, state, default_mode, sync_now):
+    """Write ``state`` to a dot-prefixed temporary file in ``path`` (ignored by dnsmasq); return its name."""
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -225,14 +231,37 @@ def write_atomic(path, name, state, default_mode=0o644):
             if state.uid is not None or state.gid is not None:
                 os.fchown(f.fileno(), -1 if state.uid is None else state.uid, -1 if state.gid is None else state.gid)
             os.fchmod(f.fileno(), default_mode if state.mode is None else state.mode)
-            os.fsync(f.fileno())
-        os.rename(tmp, os.path.join(path, name))
+            if sync_now:
+                os.fsync(f.fileno())
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _unlink_quietly(tmp)
         raise
+    return tmp
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def write_atomic_many(path, states, default_mode=0o644):
+    """Write every ``{name: state}`` through temporary files, make them durable, then ``rename()`` each."""
+    batch = len(states) > BATCH_SYNC_THRESHOLD
+    staged = []
+    try:
+        for name, state in states.items():
+            staged.append((_stage(path, state, default_mode, sync_now=not batch), name))
+        if batch:
+            os.sync()
+        while staged:
+            tmp, name = staged[0]
+            os.rename(tmp, os.path.join(path, name))
+            staged.pop(0)
+    finally:
+        for tmp, _name in staged:
+            _unlink_quietly(tmp)
 
 
 def fsync_directory(path):
@@ -280,8 +309,7 @@ class FileSet:
         if not check_mode:
             if dir_changes is None or dir_changes:
                 ensure_directory(self.path, self.directory_mode, self.uid, self.gid)
-            for name in changes.create + changes.update_content:
-                write_atomic(self.path, name, self.desired[name])
+            write_atomic_many(self.path, {name: self.desired[name] for name in changes.create + changes.update_content})
             for name in changes.update_attributes:
                 want = self.desired[name]
                 _set_attributes(os.path.join(self.path, name), want.mode, want.uid, want.gid)

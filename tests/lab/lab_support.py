@@ -27,7 +27,7 @@ def record_timing(what: str, seconds: float) -> None:
 
 def labctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([sys.executable, str(LABCTL), "--inventory", str(INVENTORY), *args],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
         pytest.fail(f"labctl {' '.join(args)} failed (rc {proc.returncode}):\n{proc.stderr}", pytrace=False)
     return proc
@@ -47,11 +47,10 @@ def lab_netns() -> str:
 def in_lab_netns() -> bool:
     try:
         mine = subprocess.run(["ip", "netns", "identify", str(os.getpid())], capture_output=True,
-                              text=True).stdout.split()
+                              text=True, check=False).stdout.split()
     except FileNotFoundError:
         return False
     return lab_netns() in mine
-
 
 
 @dataclasses.dataclass

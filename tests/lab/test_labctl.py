@@ -27,8 +27,21 @@ def test_lab_inventory_defines_the_storage_vm() -> None:
     assert (lab.netns, lab.bridge, lab.bridge_address) == ("dl-lab", "br0", "10.77.0.1/24")
     sch1 = {vm.name: vm for vm in lab.vms}["sch1"]
     assert (sch1.ip, sch1.prefixlen, sch1.boot, sch1.image) == ("10.77.0.11", 24, "kernel", "storage")
-    assert sch1.disks == [16 * 1024 ** 3]
+    assert sch1.disks == [16 * 1024 ** 3, 1024 ** 3]
     assert sch1.groups == ["storage"]
+
+
+def test_lab_inventory_starts_only_the_storage_vm_by_default() -> None:
+    """The provisioning container is not supplied yet; compute VMs start only when named."""
+    lab = labctl.load_inventory(INVENTORY)
+    assert "ips1" in lab.skipped and "ips1" not in {vm.name for vm in lab.vms}
+    nodes = {vm.name: vm for vm in lab.vms if "compute" in vm.groups}
+    assert sorted(nodes) == ["node001", "node002", "node003"]
+    assert all(not vm.start and vm.boot == "network" for vm in nodes.values())
+    assert [vm.name for vm in lab.select([])] == ["sch1"]
+    assert [vm.name for vm in lab.select(["node002"])] == ["node002"]
+    with pytest.raises(labctl.LabError, match="not supplied by the lab yet"):
+        lab.select(["ips1"])
 
 
 def test_inventory_errors_are_reported_all_at_once(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # mmdebstrap customize hook, $1 = image root. Makes sure every DKMS module (zfs) is built and installed
 # for the kernel(s) installed IN THE IMAGE — never for the build host's running kernel — and fails the
 # build if one is not. The packages' own postinst hooks normally did this already; then this is a no-op.

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # mmdebstrap customize hook, $1 = image root. Turns a minbase tree into a lab VM root that boots with
 # -kernel/-initrd, root=/dev/vda, and takes its identity from the kernel command line:
 #   systemd.hostname=NAME  ip=ADDR::GW:NETMASK::eth0:off  net.ifnames=0
