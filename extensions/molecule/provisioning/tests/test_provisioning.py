@@ -189,3 +189,14 @@ def test_node_logs_land_in_one_file_per_node_with_a_boot_session_tag(transport):
         time.sleep(0.1)
     line = next(line for line in log.content_string.splitlines() if marker in line)
     assert " client1/3f2a9c1e kernel" in line
+
+
+def test_image_kernel_and_initrd_are_served_as_built(plan):
+    """Every image of the plan is published from its bundle: kernel and initrd, byte for byte."""
+    image = plan["images"]["debian12"]
+    bundle = SCENARIO / "bundles" / image["name"] / image["version"]
+    for name in ("vmlinuz", "initrd.img"):
+        served = host(CLIENT1).check_output("curl -sf %s%s/%s | sha256sum", BASE, image["http_path"], name).split()[0]
+        expected = subprocess.run(["sha256sum", str(bundle / name)], check=True, capture_output=True,
+                                  text=True).stdout.split()[0]
+        assert served == expected, name

@@ -1,0 +1,102 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""node.describe() over fake /sys and /proc trees laid out like a real kernel's."""
+
+from __future__ import annotations
+
+import os
+
+from ansible_collections.diskless.cluster.plugins.module_utils.node import describe
+
+TARGET = "iqn.2026-11.org.example.lab:%s.node001-root"
+INITIATOR = "iqn.2026-11.org.example.lab:node001"
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+
+
+def iscsi_disk(sys, name, session, host, target, portal):
+    device = sys / "devices/platform" / ("host%d" % host) / session / ("target%d:0:0" % host) / ("%d:0:0:0" % host) / "block" / name
+    write(device / "size", "4194304")
+    for where in ("class/block", "block"):
+        (sys / where).mkdir(parents=True, exist_ok=True)
+        os.symlink(device, sys / where / name)
+    base = sys / "class/iscsi_session" / session
+    write(base / "targetname", target)
+    write(base / "initiatorname", INITIATOR)
+    write(base / "state", "LOGGED_IN")
+    write(base / "recovery_tmo", "5")
+    conn = sys / "class/iscsi_connection" / ("connection%s:0" % session[len("session"):])
+    write(conn / "persistent_address", portal)
+    write(conn / "persistent_port", "3260")
+    return device
+
+
+def local_disk(sys, name):
+    device = sys / "devices/pci0000:00/0000:00:04.0/virtio1/block" / name
+    write(device / "size", "2048")
+    for where in ("class/block", "block"):
+        (sys / where).mkdir(parents=True, exist_ok=True)
+        os.symlink(device, sys / where / name)
+
+
+def proc_with_root(tmp_path, source):
+    proc = tmp_path / "proc"
+    write(proc / "self/mounts", "sysfs /sys sysfs rw 0 0\nrootfs / rootfs rw 0 0\n%s / ext4 ro,noatime 0 0\n" % source)
+    write(proc / "sys/kernel/random/boot_id", "3f2a9c1e-8c1b-4e5e-9a55-0b8f5d7c2a10")
+    return proc
+
+
+def test_single_lun_root(tmp_path):
+    sys = tmp_path / "sys"
+    iscsi_disk(sys, "sda", "session1", 2, TARGET % "sch1", "10.77.0.11")
+    facts = describe(str(sys), str(proc_with_root(tmp_path, "/dev/sda")))
+    root = facts["root"]
+    assert root["device"] == "sda" and root["fstype"] == "ext4" and root["on_iscsi"] is True
+    assert root["disks"] == [{
+        "name": "sda", "size_bytes": 4194304 * 512, "transport": "iscsi",
+        "iscsi": {"session": "session1", "target": TARGET % "sch1", "initiator": INITIATOR, "state": "LOGGED_IN",
+                  "recovery_tmo": "5", "portal": "10.77.0.11", "port": 3260},
+    }]
+    assert facts["local_disks"] == []
+    assert facts["boot_id"].startswith("3f2a9c1e")
+    assert [s["session"] for s in facts["iscsi_sessions"]] == ["session1"]
+
+
+def test_mirror_root_over_two_sessions_and_a_local_disk(tmp_path):
+    sys = tmp_path / "sys"
+    iscsi_disk(sys, "sda", "session1", 2, TARGET % "sch1", "10.77.0.11")
+    iscsi_disk(sys, "sdb", "session2", 3, TARGET % "sch2", "10.77.0.12")
+    local_disk(sys, "vda")
+    md = sys / "devices/virtual/block/md127"
+    write(md / "md/level", "raid1")
+    write(md / "md/degraded", "0")
+    (md / "slaves").mkdir()
+    os.symlink(sys / "class/block/sda", md / "slaves/sda")
+    os.symlink(sys / "class/block/sdb", md / "slaves/sdb")
+    os.symlink(md, sys / "class/block/md127")
+    os.symlink(md, sys / "block/md127")
+    facts = describe(str(sys), str(proc_with_root(tmp_path, "/dev/md127")))
+    root = facts["root"]
+    assert [(layer["name"], layer["kind"]) for layer in root["stack"]] == [("md127", "md"), ("sda", "disk"), ("sdb", "disk")]
+    assert root["stack"][0]["level"] == "raid1" and root["stack"][0]["degraded"] == "0"
+    assert [d["iscsi"]["portal"] for d in root["disks"]] == ["10.77.0.11", "10.77.0.12"]
+    assert root["on_iscsi"] is True
+    assert [d["name"] for d in facts["local_disks"]] == ["vda"]
+
+
+def test_root_on_a_local_disk_is_not_iscsi(tmp_path):
+    sys = tmp_path / "sys"
+    local_disk(sys, "vda")
+    facts = describe(str(sys), str(proc_with_root(tmp_path, "/dev/vda")))
+    assert facts["root"]["on_iscsi"] is False
+    assert facts["root"]["disks"][0]["transport"] == "local"
+
+
+def test_root_not_on_a_block_device(tmp_path):
+    sys = tmp_path / "sys"
+    (sys / "block").mkdir(parents=True)
+    facts = describe(str(sys), str(proc_with_root(tmp_path, "overlay")))
+    assert facts["root"] == {"source": "overlay", "fstype": "ext4", "device": None, "stack": [], "disks": [],
+                             "on_iscsi": False}
