@@ -91,6 +91,30 @@ def test_mmdebstrap_argv_exact():
         "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-include=/usr/share/doc/*/copyright",
         "--dpkgopt=path-exclude=/usr/share/locale/*", "--dpkgopt=path-include=/usr/share/locale/locale.alias",
         "--dpkgopt=path-exclude=/usr/share/lintian/*", "--dpkgopt=path-exclude=/usr/share/linda/*",
+        "--dpkgopt=path-exclude=/lib/modules/*/kernel/sound/*",
+        "--dpkgopt=path-exclude=/usr/lib/modules/*/kernel/sound/*",
+        "--dpkgopt=path-exclude=/lib/modules/*/kernel/drivers/media/*",
+        "--dpkgopt=path-exclude=/usr/lib/modules/*/kernel/drivers/media/*",
+        "--dpkgopt=path-exclude=/lib/modules/*/kernel/drivers/net/wireless/*",
+        "--dpkgopt=path-exclude=/usr/lib/modules/*/kernel/drivers/net/wireless/*",
+        "--dpkgopt=path-exclude=/lib/modules/*/kernel/drivers/bluetooth/*",
+        "--dpkgopt=path-exclude=/usr/lib/modules/*/kernel/drivers/bluetooth/*",
+        "--dpkgopt=path-exclude=/lib/modules/*/kernel/drivers/iio/*",
+        "--dpkgopt=path-exclude=/usr/lib/modules/*/kernel/drivers/iio/*",
+        "--dpkgopt=path-exclude=/lib/modules/*/kernel/drivers/staging/*",
+        "--dpkgopt=path-exclude=/usr/lib/modules/*/kernel/drivers/staging/*",
+        "--dpkgopt=path-exclude=/lib/modules/*/kernel/drivers/isdn/*",
+        "--dpkgopt=path-exclude=/usr/lib/modules/*/kernel/drivers/isdn/*",
+        "--dpkgopt=path-exclude=/lib/modules/*/kernel/drivers/input/joystick/*",
+        "--dpkgopt=path-exclude=/usr/lib/modules/*/kernel/drivers/input/joystick/*",
+        "--dpkgopt=path-exclude=/lib/modules/*/kernel/drivers/input/touchscreen/*",
+        "--dpkgopt=path-exclude=/usr/lib/modules/*/kernel/drivers/input/touchscreen/*",
+        "--dpkgopt=path-exclude=/lib/modules/*/kernel/net/wireless/*",
+        "--dpkgopt=path-exclude=/usr/lib/modules/*/kernel/net/wireless/*",
+        "--dpkgopt=path-exclude=/lib/modules/*/kernel/net/mac80211/*",
+        "--dpkgopt=path-exclude=/usr/lib/modules/*/kernel/net/mac80211/*",
+        "--dpkgopt=path-exclude=/lib/modules/*/kernel/net/bluetooth/*",
+        "--dpkgopt=path-exclude=/usr/lib/modules/*/kernel/net/bluetooth/*",
         "--include=" + ",".join(img.packages(["mdadm"])),
         "--essential-hook=sync-in /w/pre /",
         "bookworm", "/w/rootfs", "http://deb.debian.org/debian",
@@ -142,7 +166,9 @@ def test_image_files_identity_and_network():
     assert post["/etc/fstab"][1].splitlines()[-1] == "LABEL=dlroot / ext4 defaults,noatime 0 1"
     assert post["/root/.ssh/authorized_keys"] == (0o600, "ssh-ed25519 AAAA k\n")
     assert post["/etc/systemd/system/systemd-networkd.service"] == (None, "/dev/null")
-    assert "PasswordAuthentication no" in post["/etc/ssh/sshd_config.d/50-diskless-cluster.conf"][1]
+    sshd = post["/etc/ssh/sshd_config.d/50-diskless-cluster.conf"][1]
+    assert "PasswordAuthentication no" in sshd and "PermitRootLogin prohibit-password" in sshd
+    assert "ssh-hostkeys" in post["/etc/systemd/system/ssh.service.d/50-diskless-hostkeys.conf"][1]
     assert "/etc/hostname" in img.REMOVE_PATHS and "/etc/machine-id" in img.TRUNCATE_PATHS
 
 

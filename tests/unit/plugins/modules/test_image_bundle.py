@@ -1,0 +1,239 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The image_bundle module: exact argv through a mocked run_command that fakes the tools, bundle layout,
+idempotence by recipe hash, refusal, force, check mode, atomic placement."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import subprocess
+
+import pytest
+
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.diskless.cluster.plugins.module_utils import image as img
+from ansible_collections.diskless.cluster.plugins.modules import image_bundle
+
+
+def newc(entries):
+    """A newc cpio archive of {name: bytes}."""
+    out = b""
+    for ino, (name, data) in enumerate(list(entries.items()) + [("TRAILER!!!", b"")], start=1):
+        raw = name.encode() + b"\0"
+        hdr = "070701" + "".join("%08X" % v for v in (ino, 0o100644, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(raw), 0))
+        out += hdr.encode() + raw
+        out += b"\0" * ((4 - len(out) % 4) % 4)
+        out += data
+        out += b"\0" * ((4 - len(out) % 4) % 4)
+    return out
+
+
+GOOD = {
+    "scripts/local-top/iscsi": b"#!/bin/sh\n[ -r /etc/iscsi.initramfs ] && . /etc/iscsi.initramfs\n",
+    "usr/sbin/iscsistart": b"ELF",
+    "usr/lib/modules/6.1.0-41-amd64/kernel/drivers/scsi/iscsi_tcp.ko": b"",
+    "usr/lib/modules/6.1.0-41-amd64/kernel/drivers/scsi/sd_mod.ko": b"",
+    "usr/lib/modules/6.1.0-41-amd64/kernel/drivers/net/virtio_net.ko": b"",
+    "usr/lib/modules/6.1.0-41-amd64/kernel/drivers/block/virtio_blk.ko": b"",
+    "usr/lib/modules/6.1.0-41-amd64/kernel/fs/ext4/ext4.ko": b"",
+    "etc/initiatorname.iscsi": b"InitiatorName=\n",
+}
+
+KVER = "6.1.0-41-amd64"
+KEY = "ssh-ed25519 AAAAC3Nza test@lab"
+
+
+class Exit(Exception):
+    pass
+
+
+class Fail(Exception):
+    pass
+
+
+class FakeTools:
+    """Plays mmdebstrap (makes a root with a kernel, an initramfs and a dpkg db), dpkg-query and mkfs.ext4."""
+
+    def __init__(self, initrd=None, fail=None):
+        self.calls = []
+        self.environ = []
+        self.initrd = initrd if initrd is not None else gzip.compress(newc(GOOD))
+        self.fail = fail
+
+    def __call__(self, module, args, **kwargs):
+        args = list(args)
+        self.calls.append(args)
+        self.environ.append(dict(module.run_command_environ_update))
+        tool = os.path.basename(args[0])
+        if tool == self.fail:
+            return 1, "", "E: %s exploded" % tool
+        if tool == "mmdebstrap":
+            root = args[-2]
+            pre = args[-4].split()[1]
+            assert os.path.isfile(os.path.join(pre, "etc/initramfs-tools/conf.d/diskless-cluster.conf"))
+            for d in ("boot", "etc/ssh", "etc/iscsi", "var/lib/dpkg", "var/lib/dbus"):
+                os.makedirs(os.path.join(root, d))
+            with open(os.path.join(root, "boot", "vmlinuz-" + KVER), "wb") as f:
+                f.write(b"MZ kernel")
+            with open(os.path.join(root, "boot", "initrd.img-" + KVER), "wb") as f:
+                f.write(self.initrd)
+            for name in ("etc/hostname", "etc/ssh/ssh_host_ed25519_key", "etc/machine-id", "var/lib/dbus/machine-id"):
+                with open(os.path.join(root, name), "w") as f:
+                    f.write("from the build host\n")
+            return 0, "", ""
+        if tool == "dpkg-query":
+            return 0, "ii  openssh-server 1:9.2p1-2+deb12u7\nii  bash 5.2.15-2+b7\n", ""
+        if tool == "mkfs.ext4":
+            root, image = args[-2], args[-1]
+            assert os.path.getsize(image) == 8 * 1024 * 1024
+            self.root_snapshot = {
+                "fstab": open(os.path.join(root, "etc/fstab")).read(),
+                "hostname": os.path.exists(os.path.join(root, "etc/hostname")),
+                "hostkey": os.path.exists(os.path.join(root, "etc/ssh/ssh_host_ed25519_key")),
+                "machine-id": open(os.path.join(root, "etc/machine-id")).read(),
+                "keys": open(os.path.join(root, "root/.ssh/authorized_keys")).read(),
+            }
+            with open(image, "r+b") as f:
+                f.write(b"ext4 superblock")
+            return 0, "", ""
+        raise AssertionError("unexpected command %r" % (args,))
+
+
+@pytest.fixture
+def run(monkeypatch):
+    def exit_json(self, **kwargs):
+        raise Exit(kwargs)
+
+    def fail_json(self, **kwargs):
+        raise Fail(kwargs)
+
+    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
+    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+    monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", lambda self, name, required=False, opt_dirs=None: "/usr/bin/" + name)
+
+    def _run(args, tools=None, check=False):
+        tools = tools or FakeTools()
+
+        def run_command(self, argv, **kwargs):
+            return tools(self, argv, **kwargs)
+
+        monkeypatch.setattr(basic.AnsibleModule, "run_command", run_command)
+        args = dict(args)
+        args["_ansible_check_mode"] = check
+        with patch_module_args(args):
+            with pytest.raises((Exit, Fail)) as raised:
+                image_bundle.main()
+        return raised.type is Exit, raised.value.args[0], tools
+    return _run
+
+
+def params(tmp_path, **kw):
+    p = {"name": "debian12", "version": "1", "size_bytes": 8 * 1024 * 1024, "label": "dlroot",
+         "output_dir": str(tmp_path), "authorized_keys": [KEY]}
+    p.update(kw)
+    return p
+
+
+def test_build_exact_argv_layout_and_files(run, tmp_path):
+    ok, result, tools = run(params(tmp_path))
+    assert ok and result["changed"] is True and result["action"] == "built"
+    bundle = tmp_path / "debian12" / "1"
+    assert result["bundle_dir"] == str(bundle)
+    assert sorted(os.listdir(bundle)) == ["SHA256SUMS", "initrd.img", "manifest.json", "packages.txt", "root.img", "vmlinuz"]
+    # nothing else left next to the bundle (work dir removed)
+    assert os.listdir(tmp_path / "debian12") == ["1"]
+
+    rec = img.recipe("bookworm", 8 * 1024 * 1024, "dlroot", [], [KEY])
+    work = os.path.dirname(tools.calls[0][-2])
+    assert tools.calls[0] == img.mmdebstrap_argv("/usr/bin/mmdebstrap", rec, os.path.join(work, "rootfs"),
+                                                 "http://deb.debian.org/debian", os.path.join(work, "pre"))
+    assert [os.path.basename(c[0]) for c in tools.calls] == ["mmdebstrap", "dpkg-query", "mkfs.ext4"]
+    assert tools.calls[2][:-2] == ["/usr/bin/mkfs.ext4", "-q", "-F", "-t", "ext4", "-L", "dlroot", "-m", "1", "-d"]
+    assert all(e["LANG"] == "C" and e["LC_ALL"] == "C" for e in tools.environ)
+
+    # the root as mkfs saw it: identity removed, fstab by label, keys in
+    snap = tools.root_snapshot
+    assert snap["fstab"].splitlines()[-1] == "LABEL=dlroot / ext4 defaults,noatime 0 1"
+    assert snap["hostname"] is False and snap["hostkey"] is False and snap["machine-id"] == ""
+    assert snap["keys"] == KEY + "\n"
+
+    assert (bundle / "packages.txt").read_text() == "bash 5.2.15-2+b7\nopenssh-server 1:9.2p1-2+deb12u7\n"
+    assert (bundle / "vmlinuz").read_bytes() == b"MZ kernel"
+    assert (bundle / "root.img").stat().st_size == 8 * 1024 * 1024
+
+    sums = img.parse_sha256sums((bundle / "SHA256SUMS").read_text())
+    assert sorted(sums) == ["initrd.img", "manifest.json", "packages.txt", "root.img", "vmlinuz"]
+    for name, digest in sums.items():
+        assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == digest
+    # sha256sum(1) itself accepts the file
+    assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=bundle, check=False).returncode == 0
+
+    man = json.loads((bundle / "manifest.json").read_text())
+    assert man == result["manifest"]
+    assert man["name"] == "debian12" and man["version"] == "1" and man["kernel_version"] == KVER
+    assert man["recipe_hash"] == img.recipe_hash(rec) == result["recipe_hash"]
+    assert man["files"]["root.img"]["size"] == 8 * 1024 * 1024
+    assert man["files"]["root.img"]["used_bytes"] < 8 * 1024 * 1024      # sparse
+    assert man["files"]["vmlinuz"]["sha256"] == sums["vmlinuz"]
+    assert man["initramfs"]["sources_iscsi_initramfs"] is True and man["initramfs"]["compression"] == "gzip"
+    assert man["built_at"].endswith("Z")
+
+
+def test_same_recipe_is_unchanged_and_runs_nothing(run, tmp_path):
+    run(params(tmp_path))
+    before = (tmp_path / "debian12/1/manifest.json").read_text()
+    ok, result, tools = run(params(tmp_path))
+    assert ok and result["changed"] is False and result["action"] == "exists"
+    assert tools.calls == []
+    assert result["manifest"]["recipe_hash"] == result["recipe_hash"]
+    assert (tmp_path / "debian12/1/manifest.json").read_text() == before
+    # mirror is not part of the recipe
+    ok, result, tools = run(params(tmp_path, mirror="http://mirror.example.org/debian"))
+    assert ok and result["changed"] is False and tools.calls == []
+
+
+def test_other_recipe_is_refused_in_one_line(run, tmp_path):
+    run(params(tmp_path))
+    for check in (False, True):
+        ok, result, tools = run(params(tmp_path, extra_packages=["mdadm"]), check=check)
+        assert not ok and tools.calls == []
+        assert result["msg"] == ("image debian12 v1 exists with another recipe; bump cluster_images.debian12.version"
+                                 " (or force=true to rebuild it)")
+
+
+def test_force_replaces_the_bundle(run, tmp_path):
+    run(params(tmp_path))
+    ok, result, tools = run(params(tmp_path, extra_packages=["mdadm"], force=True))
+    assert ok and result["changed"] is True and result["action"] == "built"
+    assert "mdadm" in tools.calls[0][-5]
+    man = json.loads((tmp_path / "debian12/1/manifest.json").read_text())
+    assert man["recipe_hash"] == result["recipe_hash"] and "mdadm" in man["packages"]
+    assert os.listdir(tmp_path / "debian12") == ["1"]
+
+
+def test_check_mode_builds_nothing(run, tmp_path):
+    ok, result, tools = run(params(tmp_path), check=True)
+    assert ok and result["changed"] is True and result["action"] == "would_build"
+    assert tools.calls == [] and not (tmp_path / "debian12").exists()
+
+
+def test_failed_build_leaves_no_bundle(run, tmp_path):
+    ok, result, tools = run(params(tmp_path), tools=FakeTools(fail="mkfs.ext4"))
+    assert not ok and "mkfs.ext4 failed (rc=1): E: mkfs.ext4 exploded" in result["msg"]
+    assert os.listdir(tmp_path / "debian12") == []
+
+
+def test_initramfs_without_iscsi_fails_the_build(run, tmp_path):
+    entries = dict(GOOD)
+    del entries["scripts/local-top/iscsi"]
+    ok, result, tools = run(params(tmp_path), tools=FakeTools(initrd=gzip.compress(newc(entries))))
+    assert not ok and "initramfs lacks scripts/local-top/iscsi" in result["msg"]
+    assert os.listdir(tmp_path / "debian12") == []
+
+
+def test_network_manager_in_extra_packages_is_refused(run, tmp_path):
+    ok, result, tools = run(params(tmp_path, extra_packages=["ifupdown"]))
+    assert not ok and tools.calls == [] and "ifupdown" in result["msg"]
