@@ -6,8 +6,9 @@ becomes a VM whose lab-only parameters are the host's `lab_*` variables. Nothing
 the namespace has one bridge, one tap per VM and no uplink or route out.
 
     labctl.py build-image [NAME...] [--force]   build (or reuse) cached VM images
-    labctl.py up [HOST...]                      network + VMs, wait until each answers SSH
-    labctl.py down                              stop everything (safe to repeat, and after a crash)
+    labctl.py up [HOST...]                      network + containers + VMs, wait until each VM answers SSH
+    labctl.py down [HOST...]                    stop everything (safe to repeat, and after a crash),
+                                                or only the named VMs (power off; the lab stays up)
     labctl.py status                            what runs, and whether SSH answers
     labctl.py ssh HOST [-- CMD...]              SSH into a lab VM (from anywhere, as root)
     labctl.py exec -- CMD...                    run CMD inside the lab namespace
@@ -57,10 +58,21 @@ DEFAULTS = {
     "lab_boot_timeout": "15m",  # how long `up` waits for SSH
 }
 # Host variables labctl reads (literal values only: `ansible-inventory --list` does not template).
-LAB_VARS = {"ansible_host", "node_mac", "storage_pool_devices", "lab_kind", "lab_boot", "lab_image",
+LAB_VARS = {"ansible_host", "lab_ip", "provisioning_ip", "node_mac", "storage_pool_devices", "lab_kind", "lab_boot", "lab_image",
             "lab_start", "lab_mac", "lab_memory_mib", "lab_cpus", "lab_disks", "lab_kernel_args", "lab_vm_timeout",
             "lab_boot_timeout", "lab_tb_size_mib", "lab_netns", "lab_bridge", "lab_bridge_address"}
 STOP_GRACE_S = 15.0
+CONTAINER_PREFIX = "dl-lab-"  # podman container of a `lab_kind: container` host: dl-lab-<host>
+# Disk-less VMs make their SSH host keys at first boot (the node image ships none): their keys are
+# accepted on first use into this file, which `down` deletes with the lab (the node volumes go too).
+NODE_KNOWN_HOSTS = "known_hosts_nodes"
+# Lab-only adjustment of a provisioning container (never part of a role): a container must not set the
+# machine's clock, so chronyd runs without CAP_SYS_TIME and with -x (serve time, never adjust it).
+CONTAINER_PREP = (
+    "set -e; mkdir -p /etc/systemd/system/chrony.service.d; "
+    "printf '[Unit]\\nConditionCapability=\\n' > /etc/systemd/system/chrony.service.d/container.conf; "
+    "printf 'DAEMON_OPTS=\"-F 0 -x\"\\n' > /etc/default/chrony; systemctl daemon-reload"
+)
 SSH_POLL_S = 2.0
 
 
@@ -233,9 +245,12 @@ def write_ssh_client_files(p: Paths, vms: Sequence["VM"]) -> None:
     p.known_hosts.write_text(kh)
     cfg = ["# Written by lab/labctl.py up — ssh -F this-file HOST", ""]
     for vm in vms:
+        # image VMs carry the lab host key; disk-less nodes make theirs at first boot (accepted once)
+        known, strict = ((p.known_hosts, "yes") if vm.boot == "kernel"
+                         else (p.ssh / NODE_KNOWN_HOSTS, "accept-new"))
         cfg += [f"Host {vm.name} {vm.ip}", f"    HostName {vm.ip}", "    User root",
                 f"    IdentityFile {p.ssh_key}", "    IdentitiesOnly yes",
-                f"    UserKnownHostsFile {p.known_hosts}", "    StrictHostKeyChecking yes",
+                f"    UserKnownHostsFile {known}", f"    StrictHostKeyChecking {strict}",
                 "    BatchMode yes", "    LogLevel ERROR", "    ConnectTimeout 10",
                 "    ServerAliveInterval 15", ""]
     p.ssh_config.write_text("\n".join(cfg))
@@ -459,8 +474,28 @@ class VM:
 
     @property
     def tap(self) -> str:
-        t = f"t-{self.name}"
-        return t if len(t) <= 15 else "t-" + hashlib.sha1(self.name.encode()).hexdigest()[:13]
+        return tap_name(self.name)
+
+
+def tap_name(host: str) -> str:
+    """The VM's tap device (interface names are at most 15 bytes)."""
+    t = f"t-{host}"
+    return t if len(t) <= 15 else "t-" + hashlib.sha1(host.encode()).hexdigest()[:13]
+
+
+@dataclasses.dataclass
+class Container:
+    """A `lab_kind: container` host: a podman systemd container that joins the lab namespace (it shares
+    the bridge, so it owns its `ansible_host` address on the bridge). Reached with the podman connection."""
+    name: str
+    groups: list[str]
+    ip: str
+    prefixlen: int
+    start: bool = True
+
+    @property
+    def container(self) -> str:
+        return CONTAINER_PREFIX + self.name
 
 
 @dataclasses.dataclass
@@ -471,19 +506,31 @@ class Lab:
     bridge_address: str  # CIDR
     boot_timeout_s: int
     vms: list[VM]
-    # hosts of the inventory the lab does not supply (yet): name -> why (`labctl up` prints it)
+    # hosts of the inventory the lab does not supply: name -> why (`labctl up` prints it)
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+    containers: list[Container] = dataclasses.field(default_factory=list)
 
-    def select(self, names: Sequence[str]) -> list[VM]:
-        """`up HOST...`: exactly those; plain `up`: every VM without `lab_start: false`."""
-        unknown = sorted(set(names) - {vm.name for vm in self.vms})
+    def _check_names(self, names: Sequence[str]) -> None:
+        known = [vm.name for vm in self.vms] + [ct.name for ct in self.containers]
+        unknown = sorted(set(names) - set(known))
         if unknown:
             why = "".join(f"; {n}: {self.skipped[n]}" for n in unknown if n in self.skipped)
             die(f"not lab hosts in {self.inventory}: {', '.join(unknown)} "
-                f"(lab hosts: {', '.join(vm.name for vm in self.vms) or 'none'}){why}")
+                f"(lab hosts: {', '.join(sorted(known)) or 'none'}){why}")
+
+    def select(self, names: Sequence[str]) -> list[VM]:
+        """`up HOST...`: exactly those; plain `up`: every VM without `lab_start: false`."""
+        self._check_names(names)
         if names:
             return [vm for vm in self.vms if vm.name in names]
         return [vm for vm in self.vms if vm.start]
+
+    def select_containers(self, names: Sequence[str]) -> list[Container]:
+        """Containers named (`up HOST...`), or every container without `lab_start: false` (plain `up`)."""
+        self._check_names(names)
+        if names:
+            return [ct for ct in self.containers if ct.name in names]
+        return [ct for ct in self.containers if ct.start]
 
 
 def load_inventory(path: Path) -> Lab:
@@ -533,6 +580,7 @@ def load_inventory(path: Path) -> Lab:
     boot_timeout = parse_duration(gv("lab_boot_timeout"), "all: lab_boot_timeout")
 
     vms: list[VM] = []
+    containers: list[Container] = []
     skipped: dict[str, str] = {}
     for name in sorted(hostvars):
         hv = hostvars[name]
@@ -543,18 +591,34 @@ def load_inventory(path: Path) -> Lab:
             errors.append(f"{name}: {field}: {msg}")
 
         kind = hv.get("lab_kind", "vm")
-        if kind == "container":
-            skipped[name] = ("lab_kind 'container' (a podman provisioning container) is not supplied by "
-                             "the lab yet: not started")
-            continue
-        if kind != "vm":
-            err("lab_kind", f"{kind!r}: must be 'vm', 'container' (not supplied yet) or 'none'")
+        if kind not in ("vm", "container"):
+            err("lab_kind", f"{kind!r}: must be 'vm', 'container' (a podman systemd container) or 'none'")
             continue
         start = hv.get("lab_start", True)
         if not isinstance(start, bool):
             err("lab_start", f"{start!r}: must be true or false")
             start = True
         hgroups = groups.get(name, [])
+        if kind == "container":
+            # Ansible reaches a container by name (ansible_host: dl-lab-<host>, podman connection); its
+            # address on the bridge is the one the plan uses (docs/plan.md): provisioning_ip / storage_ip
+            field = next((f for f in ("lab_ip", "provisioning_ip", "storage_ip", "ansible_host")
+                          if hv.get(f) is not None), "ansible_host")
+            try:
+                cip = ipaddress.ip_address(str(hv.get(field)))
+            except ValueError:
+                err(field, f"{hv.get(field)!r}: a lab container needs a literal IP address (lab_ip, "
+                    "provisioning_ip, storage_ip or ansible_host)")
+                continue
+            if str(hv.get("ansible_host")) not in (str(cip), CONTAINER_PREFIX + name):
+                err("ansible_host", f"{hv.get('ansible_host')!r}: must be the container's name "
+                    f"{CONTAINER_PREFIX + name} (podman connection) or its address {cip}")
+            if cip not in boot_net or cip in (boot_net.network_address, boot_net.broadcast_address):
+                err(field, f"{cip} is not a host address of cluster_boot_network {boot_net}")
+            if cip == bridge_if.ip:
+                err(field, f"{cip} is the lab bridge's own address")
+            containers.append(Container(name, hgroups, str(cip), boot_net.prefixlen, start))
+            continue
         for key, value in hv.items():
             if key in LAB_VARS and isinstance(value, str) and "{{" in value:
                 err(key, "must be a literal value (the lab reads the inventory without templating)")
@@ -620,14 +684,14 @@ def load_inventory(path: Path) -> Lab:
                       tb if isinstance(tb, int) else None, start))
     for field, attr in (("ansible_host", "ip"), ("lab_mac", "mac")):
         seen: dict[str, str] = {}
-        for vm in vms:
+        for vm in [*vms, *containers] if attr == "ip" else vms:
             v = getattr(vm, attr)
             if v in seen:
                 errors.append(f"{vm.name}: {field}: {v} is also used by {seen[v]}")
             seen[v] = vm.name
     if errors:
         die(f"inventory {path}:\n" + "\n".join("    " + e for e in sorted(errors)))
-    return Lab(path, str(netns), str(bridge), str(bridge_if), boot_timeout, vms, skipped)
+    return Lab(path, str(netns), str(bridge), str(bridge_if), boot_timeout, vms, skipped, containers)
 
 
 # --------------------------------------------------------------------------------------------- network
@@ -666,12 +730,79 @@ def ensure_network(lab: Lab) -> bool:
     return changed
 
 
+def ensure_address(lab: Lab, cidr: str) -> bool:
+    """Put an extra address on the bridge (a container host sharing the namespace answers on it)."""
+    addrs = json.loads(ip_cmd("-n", lab.netns, "-j", "addr", "show", "dev", lab.bridge,
+                              what="reading bridge").stdout)
+    have = {f"{a['local']}/{a['prefixlen']}" for x in addrs for a in x.get("addr_info", [])
+            if a.get("family") == "inet"}
+    if cidr in have:
+        return False
+    ip_cmd("-n", lab.netns, "addr", "add", cidr, "dev", lab.bridge, what=f"adding {cidr} to {lab.bridge}")
+    return True
+
+
 def ensure_tap(lab: Lab, vm: VM) -> None:
     ns = lab.netns
     if ip_cmd("-n", ns, "link", "show", vm.tap, what="", check=False).returncode != 0:
         ip_cmd("-n", ns, "tuntap", "add", "dev", vm.tap, "mode", "tap", what=f"creating tap {vm.tap}")
     ip_cmd("-n", ns, "link", "set", vm.tap, "master", lab.bridge, "up",
            what=f"attaching {vm.tap} to {lab.bridge}")
+
+
+# --------------------------------------------------------------------------------------------- containers
+
+
+def podman(*args: str, what: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run(["podman", *args], what=what, capture=True, check=check)
+
+
+def container_running(name: str) -> bool:
+    proc = subprocess.run(["podman", "container", "inspect", "--format", "{{.State.Running}}", name],
+                          capture_output=True, text=True, check=False)
+    return proc.returncode == 0 and proc.stdout.strip() == "true"
+
+
+def container_image() -> str:
+    """The local systemd image of hack/container-image.sh (built once from the Debian mirror, cached)."""
+    proc = run(["bash", str(REPO / "hack" / "container-image.sh")], what="building/loading the container image",
+               capture=True)
+    ref = proc.stdout.strip().splitlines()[-1:] or [""]
+    if not ref[0]:
+        die("hack/container-image.sh printed no image reference")
+    return ref[0]
+
+
+def start_container(p: Paths, lab: Lab, ct: Container) -> None:
+    """`podman run` a systemd container inside the lab namespace, then the lab-only preparation."""
+    podman("rm", "--force", "--time", "5", ct.container, what="", check=False)  # leftovers of a crash
+    ensure_address(lab, f"{ct.ip}/{ct.prefixlen}")
+    ref = container_image()
+    argv = ["run", "--detach", "--name", ct.container, "--hostname", ct.name, "--systemd=always",
+            "--network", f"ns:/run/netns/{lab.netns}", "--cap-add", "NET_ADMIN,NET_RAW",
+            "--label", f"dl-lab={lab.netns}", ref, "/sbin/init"]
+    podman(*argv, what=f"{ct.name}: starting container {ct.container}")
+    deadline = time.monotonic() + 60
+    while True:
+        st = subprocess.run(["podman", "exec", ct.container, "systemctl", "is-system-running"],
+                            capture_output=True, text=True, check=False).stdout.strip()
+        if st in ("running", "degraded"):
+            break
+        if time.monotonic() > deadline:
+            die(f"{ct.name}: systemd in {ct.container} not up after 60 s (state {st or 'unknown'})")
+        time.sleep(0.5)
+    podman("exec", ct.container, "sh", "-c", CONTAINER_PREP, what=f"{ct.name}: lab preparation (chrony)")
+    d = p.run / "containers" / ct.name
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "ct.json").write_text(json.dumps({"ct": dataclasses.asdict(ct), "image": ref,
+                                           "container": ct.container}, indent=2) + "\n")
+
+
+def stop_container(name: str) -> bool:
+    if podman("container", "exists", name, what="", check=False).returncode != 0:
+        return False
+    podman("rm", "--force", "--time", "5", name, what=f"removing container {name}")
+    return True
 
 
 # --------------------------------------------------------------------------------------------- VMs
@@ -887,6 +1018,7 @@ def cmd_up(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
     require_root()
     lab = load_inventory(args.inventory)
     vms = lab.select(args.hosts)
+    cts = lab.select_containers(args.hosts)
     for name, why in sorted(lab.skipped.items()):
         log(f"{name}: {why}")
     if not args.hosts:
@@ -907,10 +1039,20 @@ def cmd_up(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
         _write_state(p, {"netns": lab.netns, "bridge": lab.bridge, "bridge_address": lab.bridge_address,
                          "inventory": str(lab.inventory), "accel": accel})
         write_ssh_client_files(p, lab.vms)
+        already: list[str] = []
+        for ct in cts:
+            if container_running(ct.container):
+                changed |= ensure_address(lab, f"{ct.ip}/{ct.prefixlen}")
+                already.append(ct.name)
+                continue
+            log(f"{ct.name}: starting podman container {ct.container} in namespace {lab.netns} ({ct.ip})")
+            start_container(p, lab, ct)
+            changed = True
         procs: dict[str, subprocess.Popen[bytes]] = {}
         t0: dict[str, float] = {}
         for vm in vms:
             if vm_running(p, vm.name):
+                already.append(vm.name)
                 old = vm_state(p, vm.name) or {}
                 want_image = str(images[vm.image].dir) if vm.image else None
                 if old.get("vm") != dataclasses.asdict(vm) or old.get("image") != want_image:
@@ -927,8 +1069,9 @@ def cmd_up(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
         for vm in vms:
             if vm.boot == "network":
                 log(f"{vm.name}: started (network boot: no SSH until a provisioning host serves it)")
-    return {"changed": changed, "netns": lab.netns, "accel": accel,
+    return {"changed": changed, "netns": lab.netns, "accel": accel, "already_running": sorted(already),
             "boot_seconds": {k: round(v, 1) for k, v in booted.items()},
+            "containers": {ct.name: {"ip": ct.ip, "container": ct.container, "groups": ct.groups} for ct in cts},
             "hosts": {vm.name: {"ip": vm.ip, "mac": vm.mac, "tap": vm.tap, "groups": vm.groups,
                                 "image": str(images[vm.image].dir) if vm.image else None,
                                 "kernel_version": images[vm.image].manifest["kernel_version"]
@@ -938,15 +1081,37 @@ def cmd_up(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_down(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
     require_root()
+    if args.hosts:  # power off only these VMs (their disks/volumes stay); the lab stays up
+        with flock(p.lab / "lock", "up/down"):
+            vm_root = p.run / "vms"
+            running = sorted(d.name for d in vm_root.iterdir()) if vm_root.is_dir() else []
+            unknown = sorted(set(args.hosts) - set(running))
+            if unknown:
+                die(f"not lab VMs of the running lab: {', '.join(unknown)} (VMs: {', '.join(running) or 'none'})")
+            changed = False
+            netns = (_read_state(p) or {}).get("netns", DEFAULTS["lab_netns"])
+            for name in args.hosts:
+                if stop_vm(p, name):
+                    log(f"{name}: stopped")
+                    changed = True
+                if netns_exists(netns):  # its tap goes too: the namespace holds only running hosts' taps
+                    ip_cmd("-n", netns, "link", "del", tap_name(name), what="", check=False)
+        return {"changed": changed}
     with flock(p.lab / "lock", "up/down"):
         state = _read_state(p) or {}
         netns = state.get("netns") or args.netns or DEFAULTS["lab_netns"]
         changed = False
+        ct_root = p.run / "containers"
+        for d in sorted(ct_root.iterdir()) if ct_root.is_dir() else []:
+            if stop_container(CONTAINER_PREFIX + d.name):
+                log(f"{d.name}: container {CONTAINER_PREFIX + d.name} removed")
+                changed = True
         vm_root = p.run / "vms"
         for d in sorted(vm_root.iterdir()) if vm_root.is_dir() else []:
             if stop_vm(p, d.name):
                 log(f"{d.name}: stopped")
                 changed = True
+        (p.ssh / NODE_KNOWN_HOSTS).unlink(missing_ok=True)
         strays = stray_processes(p)
         if strays:
             log(f"killing stray lab processes: {strays}")
@@ -985,12 +1150,22 @@ def cmd_status(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
         hosts[d.name] = {"running": bool(pid), "pid": pid, "ssh": ssh_ok,
                          "ip": st.get("vm", {}).get("ip"), "image": st.get("image"),
                          "console": str(p.logs / f"{d.name}.console.log")}
+    ct_root = p.run / "containers"
+    for d in sorted(ct_root.iterdir()) if ct_root.is_dir() else []:
+        try:
+            st = json.loads((d / "ct.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            st = {}
+        running = container_running(CONTAINER_PREFIX + d.name)
+        hosts[d.name] = {"running": running, "pid": None, "ssh": False, "container": CONTAINER_PREFIX + d.name,
+                         "ip": st.get("ct", {}).get("ip"), "image": st.get("image"),
+                         "console": f"podman logs {CONTAINER_PREFIX + d.name}"}
     if not args.json:
         print(f"namespace {netns}: {'up' if up else 'down'}"
               + (f" ({state.get('accel')}, inventory {state.get('inventory')})" if state else ""))
         for name, h in hosts.items():
             print(f"  {name:12} {'running' if h['running'] else 'STOPPED':8} pid={h['pid'] or '-':<8} "
-                  f"ip={h['ip']:<15} ssh={'ok' if h['ssh'] else 'no'}  console={h['console']}")
+                  f"ip={h['ip'] or '-':<15} ssh={'ok' if h['ssh'] else 'no'}  console={h['console']}")
     return {"changed": False, "netns": netns, "up": up, "hosts": hosts}
 
 
@@ -1022,7 +1197,10 @@ def cmd_exec(p: Paths, args: argparse.Namespace) -> NoReturn:
         cmd = [os.environ.get("SHELL", "/bin/bash")]
     os.environ["DL_LAB_NETNS"] = netns
     os.environ.setdefault("ANSIBLE_INVENTORY", str((state or {}).get("inventory", DEFAULT_INVENTORY)))
-    os.execvp("ip", ["ip", "netns", "exec", netns, *cmd])
+    # nsenter, not `ip netns exec`: that one also remounts /sys, which hides the cgroup file systems
+    # runc needs, so `podman exec` (Ansible's podman connection to a lab container) would fail with
+    # "error adding pid ... to cgroups". Only the network namespace is entered.
+    os.execvp("nsenter", ["nsenter", f"--net=/run/netns/{netns}", "--", *cmd])
 
 
 def cmd_console(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
@@ -1060,6 +1238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     s = sub.add_parser("up", help="start the lab network and VMs, wait for SSH")
     s.add_argument("hosts", nargs="*", help="only these inventory hosts (default: all without lab_start: false)")
     s = sub.add_parser("down", help="stop every lab VM and delete the namespace (idempotent)")
+    s.add_argument("hosts", nargs="*", help="only power off these VMs (the lab stays up)")
     s.add_argument("--netns", help="namespace to delete if no lab state is left")
     sub.add_parser("status", help="show lab VMs and whether SSH answers")
     s = sub.add_parser("ssh", help="ssh into a lab host: ssh HOST [-- CMD...]")
@@ -1085,6 +1264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     if args.json:
         print(json.dumps(result, sort_keys=True))
+    elif args.command == "up":
+        # on stdout, for power-on hooks (playbooks/compute.yml reports `changed` unless it says so)
+        for name in result["already_running"]:
+            print(f"{name}: already running")
     if args.command == "status":
         return 0 if result["up"] and all(h["running"] for h in result["hosts"].values()) else 3
     return 0

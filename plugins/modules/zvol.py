@@ -227,6 +227,7 @@ diff:
 
 import glob
 import os
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.diskless.cluster.plugins.module_utils import zfs as zfsu
@@ -258,6 +259,23 @@ def read_exported_devices() -> list:
         if value:
             devices.append(value)
     return devices
+
+
+def wait_for_devices(module, names, timeout=120.0) -> list:
+    """Wait until udev made /dev/zvol/<name> of every new volume (zfs returns before that, and the next
+    task, lio_iscsi, opens the device). Returns the names still missing after ``timeout`` seconds."""
+    udevadm = module.get_bin_path("udevadm")
+    deadline = time.monotonic() + timeout
+    missing = [n for n in names if not os.path.exists("/dev/zvol/" + n)]
+    while missing and time.monotonic() < deadline:
+        if udevadm:
+            module.run_command([udevadm, "settle", "--timeout=%d" % max(1, int(deadline - time.monotonic()))])
+        else:
+            time.sleep(0.5)
+        missing = [n for n in missing if not os.path.exists("/dev/zvol/" + n)]
+        if missing:
+            time.sleep(0.2)
+    return missing
 
 
 def first_line(text: str) -> str:
@@ -368,6 +386,13 @@ def main():
 
     real = [a for a in actions if a["action"] != "warn"]
     after = zfsu.simulate(current, real)
+    if not module.check_mode and params["volmode"] != "none":
+        new = [a["name"] for a in real if a["action"] in ("create", "clone")
+               and (after.get(a["name"]) or {}).get("volmode", params["volmode"]) != "none"]
+        missing = wait_for_devices(module, new)
+        if missing:
+            module.fail_json(msg="zvol: no device /dev/zvol/%s appeared after creating it (is udev running and "
+                                 "the zfs udev rule installed?)" % missing[0], actions=actions_text, changed=True)
     props = extra
     result = dict(
         changed=bool(actions_text),

@@ -31,17 +31,62 @@ def test_lab_inventory_defines_the_storage_vm() -> None:
     assert sch1.groups == ["storage"]
 
 
-def test_lab_inventory_starts_only_the_storage_vm_by_default() -> None:
-    """The provisioning container is not supplied yet; compute VMs start only when named."""
+def test_lab_inventory_starts_the_storage_vm_and_the_provisioning_container_by_default() -> None:
+    """ips1 is a podman container in the lab namespace; compute VMs start only when named."""
     lab = labctl.load_inventory(INVENTORY)
-    assert "ips1" in lab.skipped and "ips1" not in {vm.name for vm in lab.vms}
+    assert lab.skipped == {} and "ips1" not in {vm.name for vm in lab.vms}
+    assert [(ct.name, ct.ip, ct.container, ct.groups) for ct in lab.containers] == [
+        ("ips1", "10.77.0.2", "dl-lab-ips1", ["provisioning"])]
     nodes = {vm.name: vm for vm in lab.vms if "compute" in vm.groups}
-    assert sorted(nodes) == ["node001", "node002", "node003"]
-    assert all(not vm.start and vm.boot == "network" for vm in nodes.values())
+    assert sorted(nodes) == ["node001", "node002"]
+    assert all(not vm.start and vm.boot == "network" and not vm.disks for vm in nodes.values())
     assert [vm.name for vm in lab.select([])] == ["sch1"]
+    assert [ct.name for ct in lab.select_containers([])] == ["ips1"]
     assert [vm.name for vm in lab.select(["node002"])] == ["node002"]
-    with pytest.raises(labctl.LabError, match="not supplied by the lab yet"):
-        lab.select(["ips1"])
+    assert lab.select_containers(["node002"]) == []
+    assert lab.select(["ips1"]) == [] and [ct.name for ct in lab.select_containers(["ips1"])] == ["ips1"]
+    with pytest.raises(labctl.LabError, match="not lab hosts"):
+        lab.select(["node009"])
+
+
+def test_ssh_config_accepts_node_host_keys_once_and_pins_the_image_vms(tmp_path: Path) -> None:
+    """Image VMs carry the lab host key (strict); disk-less nodes make theirs at first boot."""
+    lab = labctl.load_inventory(INVENTORY)
+    p = labctl.Paths(tmp_path / "cache")
+    p.ssh.mkdir(parents=True)
+    p.host_key.with_suffix(".pub").write_text("ssh-ed25519 AAAA diskless-lab-host\n")
+    labctl.write_ssh_client_files(p, lab.vms)
+    blocks = {b.split()[1]: b for b in p.ssh_config.read_text().split("\nHost ")[1:] for b in ["Host " + b]}
+    assert f"UserKnownHostsFile {p.known_hosts}\n" in blocks["sch1"]
+    assert "StrictHostKeyChecking yes" in blocks["sch1"]
+    for node in ("node001", "node002"):
+        assert f"UserKnownHostsFile {p.ssh / labctl.NODE_KNOWN_HOSTS}\n" in blocks[node]
+        assert "StrictHostKeyChecking accept-new" in blocks[node]
+    assert [line.split()[0] for line in p.known_hosts.read_text().splitlines()][0] == "node001,10.77.0.101"
+
+
+def test_container_hosts_are_validated_with_the_vms(tmp_path: Path) -> None:
+    inv = write_inventory(tmp_path, """
+all:
+  vars: {cluster_boot_network: 10.77.0.0/24}
+  children:
+    provisioning:
+      hosts:
+        ips1: {ansible_host: 10.77.0.11, lab_kind: container}
+        ips2: {ansible_host: 10.78.0.2, lab_kind: container}
+        ips3: {ansible_host: 10.77.0.3, lab_kind: jail}
+    storage:
+      hosts:
+        sch1: {ansible_host: 10.77.0.11, lab_image: storage}
+""")
+    with pytest.raises(labctl.LabError) as exc:
+        labctl.load_inventory(inv)
+    lines = [line.strip() for line in str(exc.value).splitlines()[1:]]
+    assert lines == [
+        "ips1: ansible_host: 10.77.0.11 is also used by sch1",
+        "ips2: ansible_host: 10.78.0.2 is not a host address of cluster_boot_network 10.77.0.0/24",
+        "ips3: lab_kind: 'jail': must be 'vm', 'container' (a podman systemd container) or 'none'",
+    ]
 
 
 def test_inventory_errors_are_reported_all_at_once(tmp_path: Path) -> None:

@@ -18,5 +18,5 @@ hack/lab.sh exec -- python3 bench/lio_scale.py --ci
 bench_rc=$?
 echo "lab stage: bench/lio_scale.py --ci took $((SECONDS - t)) s (rc $bench_rc)"
 echo "lab stage: total $((SECONDS - start)) s"
-[ "$rc" -eq 0 ] || exit "$rc"
-exit "$bench_rc"
+# the bench is not a test: its failure is reported above, the stage's verdict is the tests'
+exit "$rc"

@@ -52,9 +52,17 @@ def run(monkeypatch):
     monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
     monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
     monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", lambda self, name, required=False, opt_dirs=None: "/sbin/" + name)
+    waited = []
+
+    def wait_for_devices(module, names, timeout=120.0):
+        waited.append(list(names))
+        return []
+
+    monkeypatch.setattr(zvol, "wait_for_devices", wait_for_devices)
 
     def _run(args, expected, check=False, diff=False):
         runner = Runner(expected)
+        runner.waited = waited
 
         def run_command(self, args, **kwargs):
             return runner(self, args, **kwargs)
@@ -109,6 +117,8 @@ def test_new_pool_then_golden_snapshot_clone_grow_exact_argv(run):
         expected, diff=True)
     assert ok and result["changed"] and result["pool_created"]
     assert result["commands"] == [e[0] for e in expected[1:]]
+    # the lio_iscsi task that follows opens /dev/zvol/<name>: the module waits for udev to make them
+    assert runner.waited == [["tank/golden/debian12", "tank/nodes/node001-root"]]
     assert result["actions"] == [
         "create pool tank on /dev/vdb",
         "create tank/golden/debian12 sparse (2147483648 bytes)",
