@@ -51,6 +51,8 @@ def write_inventory(directory: pathlib.Path, nodes: int) -> None:
         '    cluster_iqn_date: "2026-11"',
         "    cluster_boot_network: 10.80.0.0/20",
         '    cluster_images: {debian12: {version: "1", size: 2G, label: dlroot}}',
+        # the molecule scenario's tiny stand-in bundle: the role publishes the image kernel/initrd from it
+        "    provisioning_host_image_bundles: %s" % (ROOT / "extensions/molecule/provisioning/bundles"),
         "    cluster_chap_secrets:",
     ]
     for i in range(1, nodes + 1):
