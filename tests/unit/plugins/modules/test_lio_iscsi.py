@@ -38,15 +38,7 @@ class Fail(Exception):
     pass
 
 
-def acl(node, password, mutual, write_protect=False):
-    return {"node": node, "initiator_iqn": "%s:%s" % (A, node), "userid": node, "password": password,
-            "mutual_userid": "lab-storage", "mutual_password": mutual, "mapped_lun": 0, "write_protect": write_protect}
-
-
-def export(vol, acls, readonly=False, wwn=None, device=None):
-    return {"target_iqn": "%s:sch1.%s" % (A, vol), "backstore": vol,
-            "device": device or "/dev/zvol/tank/nodes/%s" % vol, "readonly": readonly, "wwn": wwn, "lun": 0,
-            "portals": [{"ip": "10.77.0.11", "port": 3260}], "acls": acls}
+acl, export = fake.acl, fake.export
 
 
 def wanted():
