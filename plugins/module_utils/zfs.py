@@ -105,15 +105,20 @@ def parse_zfs_list(text: str, columns) -> dict:
             raise ValueError("zfs list line %d has %d columns, expected %d: %r" % (lineno, len(cells), len(columns), line))
         row: dict = {}
         for column, cell in zip(columns, cells):
-            value = _cell(cell)
-            if value is not None and column in SIZE_PROPERTIES:
-                try:
-                    value = parse_size(value)
-                except ValueError:
-                    pass
-            row[column] = value
+            row[column] = _typed(column, cell)
         datasets[row["name"]] = row
     return datasets
+
+
+def _typed(prop: str, cell: str):
+    """A ``-Hp`` cell as Python: ``None`` for ``-``, an int for size properties, else the text."""
+    value = _cell(cell)
+    if value is not None and prop in SIZE_PROPERTIES:
+        try:
+            return parse_size(value)
+        except ValueError:
+            pass
+    return value
 
 
 def parse_zfs_get(text: str) -> dict:
@@ -127,13 +132,7 @@ def parse_zfs_get(text: str) -> dict:
         if len(cells) != 4:
             raise ValueError("zfs get line %d has %d columns, expected 4: %r" % (lineno, len(cells), line))
         name, prop, value, source = cells
-        parsed = _cell(value)
-        if parsed is not None and prop in SIZE_PROPERTIES:
-            try:
-                parsed = parse_size(parsed)
-            except ValueError:
-                pass
-        result.setdefault(name, {})[prop] = {"value": parsed, "source": _cell(source)}
+        result.setdefault(name, {})[prop] = {"value": _typed(prop, value), "source": _cell(source)}
     return result
 
 
