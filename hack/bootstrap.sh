@@ -28,8 +28,7 @@ if [ ! -x "$DL_VENV/bin/ansible-playbook" ]; then
   "$DL_VENV/bin/pip" install -q --disable-pip-version-check -r "$DL_ROOT/requirements.txt" 2> >(grep -v "is ignored: it is neither" >&2)
 fi
 
-mkdir -p "$DL_COLLECTIONS/ansible_collections/diskless"
-ln -sfn "$DL_ROOT" "$DL_COLLECTIONS/ansible_collections/diskless/cluster"
+# (hack/env.sh links this checkout as the collection diskless.cluster under $DL_COLLECTIONS)
 
 cat > "$CONTAINERS_CONF" <<'CONF'
 [containers]

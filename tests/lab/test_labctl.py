@@ -31,8 +31,8 @@ def test_lab_inventory_defines_the_storage_vm() -> None:
     assert sch1.groups == ["storage"]
 
 
-def test_lab_inventory_starts_only_the_storage_vm_by_default() -> None:
-    """ips1 is a podman container in the lab namespace; it and the compute VMs start only when named."""
+def test_lab_inventory_starts_the_storage_vm_and_the_provisioning_container_by_default() -> None:
+    """ips1 is a podman container in the lab namespace; compute VMs start only when named."""
     lab = labctl.load_inventory(INVENTORY)
     assert lab.skipped == {} and "ips1" not in {vm.name for vm in lab.vms}
     assert [(ct.name, ct.ip, ct.container, ct.groups) for ct in lab.containers] == [
@@ -41,7 +41,7 @@ def test_lab_inventory_starts_only_the_storage_vm_by_default() -> None:
     assert sorted(nodes) == ["node001", "node002"]
     assert all(not vm.start and vm.boot == "network" and not vm.disks for vm in nodes.values())
     assert [vm.name for vm in lab.select([])] == ["sch1"]
-    assert lab.select_containers([]) == []
+    assert [ct.name for ct in lab.select_containers([])] == ["ips1"]
     assert [vm.name for vm in lab.select(["node002"])] == ["node002"]
     assert lab.select_containers(["node002"]) == []
     assert lab.select(["ips1"]) == [] and [ct.name for ct in lab.select_containers(["ips1"])] == ["ips1"]

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Make this checkout importable as ``ansible_collections.diskless.cluster`` for the unit tests.
 
-hack/bootstrap.sh links the checkout to $DL_COLLECTIONS/ansible_collections/diskless/cluster; when the tests
+hack/env.sh links the checkout to $DL_COLLECTIONS/ansible_collections/diskless/cluster; when the tests
 run inside an ansible-test tree the package is already importable and nothing is added.
 """
 

@@ -1,0 +1,221 @@
+"""Disk-less compute nodes boot from their own iSCSI root, end to end, from the lab inventory.
+
+`playbooks/site.yml` (images, the provisioning container, the storage VM, the compute nodes powered on
+by `cluster_power_on_command` = `labctl up <node>`) is applied once per session, unless the nodes
+already run (`hack/lab.sh up` applies it too), and then once more: that re-run must change nothing and
+leave the nodes' iSCSI sessions alone. The facts are read from inside the booted nodes (testinfra over
+SSH, and the collection's own `node_facts` module) and on the storage VM (rtslib). At the end the nodes
+are powered off (`labctl down NODE...`): later lab tests log in to sch1 AS these nodes.
+
+Facts only; timings are recorded (terminal summary), never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import time
+from typing import Any, Callable
+
+import pytest
+
+from lab_support import INVENTORY, REPO, LabInfo, labctl, record_timing
+
+SITE = REPO / "playbooks" / "site.yml"
+STORAGE = "sch1"
+BOOT_TIMEOUT = 900
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def ansible_json(argv: list[str]) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+               ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False, cwd=REPO)
+    try:
+        data = json.loads(proc.stdout[proc.stdout.index("{"):])
+    except ValueError:
+        pytest.fail(f"{argv[0]}: no JSON on stdout (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                    f"{proc.stderr[-3000:]}", pytrace=False)
+    return proc, data
+
+
+def site(what: str) -> dict[str, Any]:
+    """Run site.yml; return its stats per host (fails the test on a failed run)."""
+    t0 = time.monotonic()
+    proc, data = ansible_json(["ansible-playbook", "-i", str(INVENTORY), str(SITE)])
+    record_timing(f"site.yml: {what}", time.monotonic() - t0)
+    failed = [f"{h}: {t['task']['name']}: {r.get('msg')}" for play in data["plays"] for t in play["tasks"]
+              for h, r in t["hosts"].items() if r.get("failed") or r.get("unreachable")]
+    assert proc.returncode == 0 and not failed, f"site.yml ({what}): rc {proc.returncode}; failed: {failed}"
+    changed = [f"{h}: {t['task']['name']}" for play in data["plays"] for t in play["tasks"]
+               for h, r in t["hosts"].items() if r.get("changed")]
+    return {"stats": data["stats"], "changed": changed}
+
+
+def ssh(lab: LabInfo, host: str, script: str, timeout: float = 300, check: bool = True) -> str:
+    proc = subprocess.run(["ssh", "-F", str(lab.ssh_config), host, "sh -euc " + _q(script)],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    if check:
+        assert proc.returncode == 0, f"on {host} (rc {proc.returncode}):\n{script}\n{proc.stdout[-2000:]}\n" \
+                                     f"{proc.stderr[-2000:]}"
+    return proc.stdout
+
+
+def _q(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def ssh_answers(lab: LabInfo, host: str) -> bool:
+    return subprocess.run(["ssh", "-F", str(lab.ssh_config), "-o", "ConnectTimeout=5", host, "true"],
+                          capture_output=True, check=False, timeout=60).returncode == 0
+
+
+def wait_for_ssh(lab: LabInfo, host: str, timeout: float = BOOT_TIMEOUT) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if ssh_answers(lab, host):
+            return time.monotonic() - t0
+        time.sleep(2)
+    pytest.fail(f"{host}: no SSH {timeout:.0f} s after power-on (console: hack/lab.sh console {host})",
+                pytrace=False)
+
+
+SESSIONS_SH = ("for s in /sys/class/iscsi_session/session*; do "
+               "echo \"$(basename $s) $(cat $s/state) $(cat $s/targetname) $(cat $s/initiatorname)\"; done; "
+               "echo boot_id $(cat /proc/sys/kernel/random/boot_id)")
+
+
+def node_sessions(lab: LabInfo, node: str) -> dict[str, Any]:
+    lines = ssh(lab, node, SESSIONS_SH).splitlines()
+    return {"sessions": sorted(line for line in lines if line.startswith("session")),
+            "boot_id": next(line.split()[1] for line in lines if line.startswith("boot_id"))}
+
+
+LIO_SESSIONS_PY = r"""
+import json
+from rtslib_fb import RTSRoot
+out = []
+for t in RTSRoot().targets:
+    for tpg in t.tpgs:
+        for acl in tpg.node_acls:
+            s = acl.session
+            if s:
+                out.append({"target": t.wwn, "initiator": acl.node_wwn, "state": s["state"],
+                            "addresses": sorted(c["address"] for c in s["connections"])})
+print(json.dumps(out))
+"""
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def plan(lab: LabInfo) -> dict[str, Any]:
+    proc, data = ansible_json(["ansible", "-i", str(INVENTORY), "localhost", "-m", "diskless.cluster.cluster_plan"])
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    return data["plays"][0]["tasks"][0]["hosts"]["localhost"]["ansible_facts"]["cluster_plan"]
+
+
+@pytest.fixture(scope="module")
+def nodes(lab: LabInfo, plan: dict[str, Any]) -> list[str]:
+    return sorted(plan["nodes"])
+
+
+@pytest.fixture(scope="module")
+def cluster(lab: LabInfo, plan: dict[str, Any], nodes: list[str]) -> dict[str, Any]:
+    """site.yml applied (first run only when the nodes do not run yet), then applied again."""
+    if not all(ssh_answers(lab, n) for n in nodes):
+        site("first run (power-on, boot from iSCSI, configure)")
+    before = {n: node_sessions(lab, n) for n in nodes}
+    rerun = site("re-run (idempotent)")
+    after = {n: node_sessions(lab, n) for n in nodes}
+    yield {"rerun": rerun, "before": before, "after": after}
+    labctl("down", *nodes)
+
+
+@pytest.fixture(scope="module")
+def host(lab_host: Callable[[str], Any]) -> Callable[[str], Any]:
+    return lab_host
+
+
+# ------------------------------------------------------------------------------------------ tests
+def test_site_rerun_changes_nothing_and_keeps_the_iscsi_sessions(cluster: dict[str, Any], nodes: list[str]) -> None:
+    rerun = cluster["rerun"]
+    assert rerun["changed"] == [], rerun["changed"]
+    assert all(s["changed"] == 0 and s["failures"] == 0 and s["unreachable"] == 0
+               for s in rerun["stats"].values()), rerun["stats"]
+    assert set(nodes) <= set(rerun["stats"]), "site.yml did not reach every node"
+    for node in nodes:
+        before, after = cluster["before"][node], cluster["after"][node]
+        assert before["boot_id"] == after["boot_id"], f"{node} rebooted during the re-run"
+        assert before["sessions"] == after["sessions"], (node, before, after)
+        assert all(line.split()[1] == "LOGGED_IN" for line in after["sessions"]), after
+
+
+def test_node_vm_has_no_disk_device(cluster: dict[str, Any], lab: LabInfo, host: Callable[[str], Any],
+                                    nodes: list[str]) -> None:
+    run_dir = lab.ssh_config.parent.parent / "run" / "vms"
+    for node in nodes:
+        argv = json.loads((run_dir / node / "vm.json").read_text())["argv"]
+        assert not {"-drive", "-hda", "-cdrom", "-blockdev"} & set(argv), argv       # QEMU has no disk
+        assert argv[argv.index("-boot") + 1] == "n"
+        # inside: every block device that is a disk hangs off an iSCSI session
+        disks = host(node).check_output(
+            "for d in /sys/block/*; do n=${d##*/}; case $n in loop*|ram*|zram*|sr*) continue;; esac; "
+            "echo \"$n $(readlink -f $d/device)\"; done").splitlines()
+        assert disks, f"{node}: no block device at all"
+        assert all("/session" in line.split(" ", 1)[1] for line in disks), disks
+        assert not any(line.startswith(("vd", "hd", "nvme")) for line in disks), disks
+
+
+def test_root_is_the_nodes_own_iscsi_lun(cluster: dict[str, Any], lab: LabInfo, plan: dict[str, Any],
+                                         nodes: list[str]) -> None:
+    proc, data = ansible_json(["ansible", "-i", str(INVENTORY), "compute", "-m", "diskless.cluster.node_facts"])
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    facts = {h: r["ansible_facts"]["diskless_node"] for h, r in data["plays"][0]["tasks"][0]["hosts"].items()}
+    lio = json.loads(ssh(lab, STORAGE, f"python3 -c {_q(LIO_SESSIONS_PY)}"))
+    for node in nodes:
+        want = plan["nodes"][node]
+        root = facts[node]["root"]
+        assert root["on_iscsi"] and root["fstype"] == "ext4", root
+        assert facts[node]["local_disks"] == []
+        [disk] = root["disks"]
+        path = want["paths"][0]
+        assert (disk["iscsi"]["target"], disk["iscsi"]["initiator"], disk["iscsi"]["portal"], disk["iscsi"]["state"]) \
+            == (path["target_iqn"], want["initiator_iqn"], path["portal"], "LOGGED_IN"), disk
+        # the storage side agrees: this node's ACL holds the one session of its target, from its address
+        mine = [s for s in lio if s["target"] == path["target_iqn"]]
+        assert mine == [{"target": path["target_iqn"], "initiator": want["initiator_iqn"], "state": "LOGGED_IN",
+                         "addresses": [want["ip"]]}], lio
+
+
+def test_a_file_survives_the_nodes_reboot_and_stays_private(cluster: dict[str, Any], lab: LabInfo,
+                                                            nodes: list[str]) -> None:
+    a, b = nodes[0], nodes[1]
+    token = secrets.token_hex(16)
+    path = f"/var/lib/dl-test-{token}"
+    boot_before = ssh(lab, a, f"echo {token} > {path}; sync; cat /proc/sys/kernel/random/boot_id").strip()
+    assert ssh(lab, b, f"test -e {path} && echo visible || echo absent").strip() == "absent"
+    # power cycle (as hard as a power cut: the data was synced, nothing else was shut down)
+    labctl("down", a)
+    t0 = time.monotonic()
+    labctl("up", a)
+    wait_for_ssh(lab, a)
+    record_timing(f"{a}: power-on to SSH (iSCSI root, reboot)", time.monotonic() - t0)
+    out = ssh(lab, a, f"cat {path}; cat /proc/sys/kernel/random/boot_id").split()
+    assert out[0] == token, out
+    assert out[1] != boot_before, "the node did not reboot"
+    assert ssh(lab, b, f"test -e {path} && echo visible || echo absent").strip() == "absent"
+    # it is back on its own iSCSI root (not on something else that happens to carry the label)
+    sessions = node_sessions(lab, a)["sessions"]
+    assert len(sessions) == 1 and sessions[0].split()[1] == "LOGGED_IN", sessions
+
+
+def test_verify_reports_every_node_on_iscsi(cluster: dict[str, Any], nodes: list[str]) -> None:
+    proc, data = ansible_json(["ansible-playbook", "-i", str(INVENTORY), str(REPO / "playbooks" / "verify.yml")])
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    msgs = {h: r.get("msg", "") for play in data["plays"] for t in play["tasks"] for h, r in t["hosts"].items()
+            if t["task"]["name"].startswith("The root is on the node's own LUNs")}
+    assert sorted(msgs) == nodes
+    for node, msg in msgs.items():
+        assert f"{node}: / is /dev/" in msg and "on iSCSI" in msg, msg
