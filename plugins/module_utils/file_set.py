@@ -115,11 +115,19 @@ def resolve_gid(group):
         raise FileSetError("group %r does not exist" % (group,))
 
 
-def check_name(name):
-    """File names are plain names inside the directory; dot files are reserved for temporaries."""
-    if not name or "/" in name or "\0" in name or name.startswith(".") or name.endswith("~"):
+def check_name(name, subpaths=False):
+    """File names are plain names inside the directory; dot files are reserved for temporaries.
+
+    With ``subpaths`` (only when nothing is pruned) a name may also be a relative path below the directory
+    (``etc/chrony/conf.d/x.conf``) whose components follow the same rules.
+    """
+    parts = name.split("/") if subpaths and name else [name]
+    if not name or "\0" in name or any(
+        not part or "/" in part or part.startswith(".") or part.endswith("~") for part in parts
+    ):
         raise FileSetError(
-            "invalid file name %r: must be a plain name, not start with '.' and not end with '~'" % (name,)
+            "invalid file name %r: must be a plain name%s, not start with '.' and not end with '~'"
+            % (name, " or a relative path of such names" if subpaths else "")
         )
 
 
@@ -246,13 +254,18 @@ def _unlink_quietly(path):
         pass
 
 
-def write_atomic_many(path, states, default_mode=0o644):
-    """Write every ``{name: state}`` through temporary files, make them durable, then ``rename()`` each."""
+def write_atomic_many(path, states, default_mode=0o644, parent_mode=None):
+    """Write every ``{name: state}`` through temporary files, make them durable, then ``rename()`` each.
+
+    A name may be a relative path: its temporary file is made in its own directory (created with
+    ``parent_mode``, default 0755, when missing) so that the rename stays atomic."""
     batch = len(states) > BATCH_SYNC_THRESHOLD
     staged = []
     try:
         for name, state in states.items():
-            staged.append((_stage(path, state, default_mode, sync_now=not batch), name))
+            where = os.path.dirname(os.path.join(path, name))
+            _make_parents(path, where, 0o755 if parent_mode is None else parent_mode)
+            staged.append((_stage(where, state, default_mode, sync_now=not batch), name))
         if batch:
             os.sync()
         while staged:
@@ -262,6 +275,17 @@ def write_atomic_many(path, states, default_mode=0o644):
     finally:
         for tmp, _name in staged:
             _unlink_quietly(tmp)
+
+
+def _make_parents(top, where, mode):
+    """Create the missing directories from ``top`` down to ``where``, each with exactly ``mode``."""
+    missing = []
+    while where != top and not os.path.isdir(where):
+        missing.append(where)
+        where = os.path.dirname(where)
+    for directory in reversed(missing):
+        os.mkdir(directory)
+        os.chmod(directory, mode)  # not subject to the umask
 
 
 def fsync_directory(path):
@@ -292,7 +316,7 @@ class FileSet:
         self.secret_names = frozenset(secret_files)
         self.desired = {}
         for name, content in list(files.items()) + list(secret_files.items()):
-            check_name(name)
+            check_name(name, subpaths=not prune)
             if not isinstance(content, str):
                 raise FileSetError("content of %r must be a string" % (name,))
             self.desired[name] = FileState(content.encode("utf-8"), self.mode, self.uid, self.gid)
@@ -309,14 +333,18 @@ class FileSet:
         if not check_mode:
             if dir_changes is None or dir_changes:
                 ensure_directory(self.path, self.directory_mode, self.uid, self.gid)
-            write_atomic_many(self.path, {name: self.desired[name] for name in changes.create + changes.update_content})
+            write_atomic_many(self.path, {name: self.desired[name] for name in changes.create + changes.update_content},
+                              parent_mode=self.directory_mode)
             for name in changes.update_attributes:
                 want = self.desired[name]
                 _set_attributes(os.path.join(self.path, name), want.mode, want.uid, want.gid)
             for name in changes.remove:
                 os.unlink(os.path.join(self.path, name))
             if changes.changed:
-                fsync_directory(self.path)
+                for where in sorted({os.path.dirname(os.path.join(self.path, name)) for name in
+                                     changes.create + changes.update_content + changes.remove}
+                                    | {self.path}):
+                    fsync_directory(where)
 
         result = {
             "changed": changes.changed or dir_changes is None or bool(dir_changes),

@@ -44,6 +44,10 @@ options:
     description:
       - The files to have in O(path), as a mapping of file name to content.
       - A name must be a plain file name (no C(/)), must not start with C(.) and must not end with C(~).
+      - With O(prune=false) a name may also be a relative path below O(path) made of such names, for example
+        C(etc/chrony/conf.d/cluster.conf) with O(path=/): scattered configuration files of one host in one
+        call. Missing parent directories are created (O(directory_mode), default C(0755)); each file's
+        temporary file is made in its own directory, so every write stays atomic.
     type: dict
     default: {}
   secret_files:
@@ -60,8 +64,8 @@ options:
     default: "0644"
   directory_mode:
     description:
-      - Permissions of O(path) itself. When omitted, an existing directory keeps its permissions and a new
-        one gets C(0755).
+      - Permissions of O(path) itself, and of the parent directories that sub-path names make it create.
+        When omitted, an existing directory keeps its permissions and a new one gets C(0755).
     type: raw
   owner:
     description:
@@ -100,6 +104,15 @@ EXAMPLES = r"""
   ansible.builtin.command: systemctl kill --signal=HUP dnsmasq.service
   changed_when: true
   when: (reservations.updated + reservations.removed) | length > 0
+
+- name: Several configuration files of one host in one call (no pruning, paths below /)
+  diskless.cluster.file_set:
+    path: /
+    prune: false
+    files:
+      etc/chrony/conf.d/cluster.conf: "server 10.77.0.2 iburst\n"
+      etc/ansible/facts.d/diskless.fact: '{"node": "node001"}\n'
+  register: node_config
 
 - name: Install per-node secret files readable by nginx only
   diskless.cluster.file_set:

@@ -20,9 +20,23 @@ LAB_TESTS = Path(__file__).resolve().parent
 _timings: list[tuple[str, float]] = []
 
 
-def record_timing(what: str, seconds: float) -> None:
-    """Timings are reported (terminal summary), never asserted."""
+def record_timing(what: str, seconds: float, key: str | None = None, **extra: Any) -> None:
+    """Timings are reported (terminal summary), never asserted. With ``key`` the figure is also kept with
+    the running lab (``lab/run/measurements.json``, gone with `labctl down`) so that bench/boot_time.py
+    --reuse prints it next to its own figures instead of measuring the same thing again."""
     _timings.append((what, seconds))
+    if key:
+        path = measurements_file()
+        data = json.loads(path.read_text()) if path.exists() else {}
+        data[key] = {"seconds": round(seconds, 1), "what": what, **extra}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def measurements_file() -> Path:
+    cache = os.environ.get("DL_CACHE") or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                                              / "diskless-cluster")
+    return Path(cache) / "lab" / "run" / "measurements.json"
 
 
 def labctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

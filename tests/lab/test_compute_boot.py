@@ -41,16 +41,17 @@ def ansible_json(argv: list[str]) -> tuple[subprocess.CompletedProcess[str], dic
     return proc, data
 
 
-def site(what: str) -> dict[str, Any]:
+def site(what: str, key: str | None = None) -> dict[str, Any]:
     """Run site.yml; return its stats per host (fails the test on a failed run)."""
     t0 = time.monotonic()
     proc, data = ansible_json(["ansible-playbook", "-i", str(INVENTORY), str(SITE)])
-    record_timing(f"site.yml: {what}", time.monotonic() - t0)
+    took = time.monotonic() - t0
     failed = [f"{h}: {t['task']['name']}: {r.get('msg')}" for play in data["plays"] for t in play["tasks"]
               for h, r in t["hosts"].items() if r.get("failed") or r.get("unreachable")]
     assert proc.returncode == 0 and not failed, f"site.yml ({what}): rc {proc.returncode}; failed: {failed}"
     changed = [f"{h}: {t['task']['name']}" for play in data["plays"] for t in play["tasks"]
                for h, r in t["hosts"].items() if r.get("changed")]
+    record_timing(f"site.yml: {what}", took, key=key, changed=len(changed))
     return {"stats": data["stats"], "changed": changed}
 
 
@@ -127,7 +128,7 @@ def cluster(lab: LabInfo, plan: dict[str, Any], nodes: list[str]) -> dict[str, A
     if not all(ssh_answers(lab, n) for n in nodes):
         site("first run (power-on, boot from iSCSI, configure)")
     before = {n: node_sessions(lab, n) for n in nodes}
-    rerun = site("re-run (idempotent)")
+    rerun = site("re-run (idempotent)", key="site_rerun")
     after = {n: node_sessions(lab, n) for n in nodes}
     yield {"rerun": rerun, "before": before, "after": after}
     labctl("down", *nodes)
@@ -201,7 +202,7 @@ def test_a_file_survives_the_nodes_reboot_and_stays_private(cluster: dict[str, A
     t0 = time.monotonic()
     labctl("up", a)
     wait_for_ssh(lab, a)
-    record_timing(f"{a}: power-on to SSH (iSCSI root, reboot)", time.monotonic() - t0)
+    record_timing(f"{a}: power-on to SSH (iSCSI root, reboot)", time.monotonic() - t0, key="boot_iscsi", node=a)
     out = ssh(lab, a, f"cat {path}; cat /proc/sys/kernel/random/boot_id").split()
     assert out[0] == token, out
     assert out[1] != boot_before, "the node did not reboot"

@@ -62,6 +62,40 @@ def test_names_that_would_escape_or_be_ignored_are_refused(name):
         FileSet("/srv/x", {name: "content"})
 
 
+@pytest.mark.parametrize("name", ["a/../b", "a//b", "/etc/x", "etc/.hidden/x", "etc/x~", "etc/", "a/./b"])
+def test_sub_paths_without_prune_must_stay_below_the_directory(name):
+    with pytest.raises(FileSetError, match="or a relative path of such names"):
+        FileSet("/srv/x", {name: "content"}, prune=False)
+
+
+def test_sub_paths_are_refused_when_pruning():
+    with pytest.raises(FileSetError, match="must be a plain name, not start"):
+        FileSet("/srv/x", {"etc/x.conf": "content"})
+
+
+def test_sub_paths_create_parents_and_write_atomically(tmp_path):
+    files = {"etc/chrony/conf.d/c.conf": "server x\n", "etc/iscsi/initiatorname.iscsi": "InitiatorName=i\n",
+             "top.conf": "t\n"}
+    (tmp_path / "etc" / "iscsi").mkdir(parents=True)
+    (tmp_path / "etc" / "iscsi" / "other").write_text("kept\n")
+    result = FileSet(str(tmp_path), files, prune=False, directory_mode="0750").reconcile(want_diff=True)
+    assert (result["created"], result["directory"]) == (sorted(files), "updated")
+    assert (tmp_path / "etc/chrony/conf.d/c.conf").read_text() == "server x\n"
+    assert mode_of(tmp_path / "etc/chrony") == 0o750                   # a created parent: directory_mode
+    assert (tmp_path / "etc/iscsi/other").read_text() == "kept\n"      # never pruned
+    assert sorted(os.listdir(tmp_path / "etc/iscsi")) == ["initiatorname.iscsi", "other"]  # no temporary left
+    assert [d["after_header"] for d in result["diff"]][1:] == [str(tmp_path / n) for n in sorted(files)]
+    again = FileSet(str(tmp_path), files, prune=False, directory_mode="0750").reconcile()
+    assert (again["changed"], again["unchanged"]) == (False, 3)
+    files["etc/iscsi/initiatorname.iscsi"] = "InitiatorName=j\n"
+    assert FileSet(str(tmp_path), files, prune=False).reconcile()["updated"] == ["etc/iscsi/initiatorname.iscsi"]
+
+
+def test_sub_paths_in_check_mode_create_no_parent(tmp_path):
+    result = FileSet(str(tmp_path), {"etc/new/x.conf": "x\n"}, prune=False).reconcile(check_mode=True)
+    assert result["created"] == ["etc/new/x.conf"] and not (tmp_path / "etc").exists()
+
+
 def test_a_name_cannot_be_both_public_and_secret():
     with pytest.raises(FileSetError, match="both as files and secret_files: a"):
         FileSet("/srv/x", {"a": "1"}, secret_files={"a": "2"})
