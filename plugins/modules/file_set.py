@@ -45,8 +45,8 @@ options:
       - The files to have in O(path), as a mapping of file name to content.
       - A name must be a plain file name (no C(/)), must not start with C(.) and must not end with C(~).
       - With O(prune=false) a name may also be a relative path below O(path) made of such names, for example
-        C(etc/chrony/conf.d/cluster.conf) with O(path=/): scattered configuration files of one host in one
-        call. Missing parent directories are created (O(directory_mode), default C(0755)); each file's
+        C(etc/chrony/conf.d/cluster.conf) with O(path=/), to install scattered configuration files of one
+        host in one call. Missing parent directories are created (O(directory_mode), default C(0755)); each file's
         temporary file is made in its own directory, so every write stays atomic.
     type: dict
     default: {}
