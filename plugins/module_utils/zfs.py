@@ -477,9 +477,12 @@ def simulate(current: dict, actions: list) -> dict:
             row.update(args["properties"])
             after[name] = row
         elif kind == "clone":
-            origin_row = after.get(args["origin"]) or after.get(args["origin"].split("@", 1)[0]) or {}
-            row = {"name": name, "type": "volume", "volsize": origin_row.get("volsize"), "origin": args["origin"],
-                   "refreservation": None, "volblocksize": origin_row.get("volblocksize")}
+            # zfs lists a snapshot's volblocksize as "-": the clone keeps the one of the origin's volume
+            snapshot = after.get(args["origin"]) or {}
+            volume = after.get(args["origin"].split("@", 1)[0]) or {}
+            volsize = snapshot.get("volsize") if snapshot.get("volsize") is not None else volume.get("volsize")
+            row = {"name": name, "type": "volume", "volsize": volsize, "origin": args["origin"],
+                   "refreservation": None, "volblocksize": volume.get("volblocksize")}
             row.update(args["properties"])
             after[name] = row
         elif kind == "snapshot":

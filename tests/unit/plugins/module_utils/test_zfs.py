@@ -57,9 +57,16 @@ def test_parse_zfs_list_fixture():
         "name": "tank/nodes/node001-root", "type": "volume", "volsize": 4294967296, "volblocksize": 16384,
         "origin": "tank/golden/debian12@v1", "refreservation": 0, "volmode": "dev", "readonly": "off",
     }
-    assert cur["tank"]["volsize"] is None and cur["tank"]["volmode"] is None
-    assert cur["tank/golden/debian12@v1"]["type"] == "snapshot"
-    assert cur["tank/nodes/old-root"]["refreservation"] == 1106247680
+    # a filesystem has no volsize, but volmode is inheritable: zfs lists it (default), it is not "-"
+    assert cur["tank"]["volsize"] is None and cur["tank"]["volmode"] == "default"
+    # a snapshot keeps its volsize, everything else is "-" (volblocksize too)
+    assert cur["tank/golden/debian12@v1"] == {
+        "name": "tank/golden/debian12@v1", "type": "snapshot", "volsize": 2147483648, "volblocksize": None,
+        "origin": None, "refreservation": None, "volmode": None, "readonly": None,
+    }
+    # a non-sparse volume reserves more than its size (metadata)
+    assert cur["tank/nodes/old-root"]["refreservation"] == 1109393408
+    assert cur["tank/nodes/old-root"]["volblocksize"] == 8192
 
 
 def test_parse_zfs_list_wrong_column_count_is_an_error():
@@ -71,14 +78,15 @@ def test_parse_zfs_get_fixture():
     got = zfs.parse_zfs_get((FIXTURES / "zfs_get_Hp.txt").read_text())
     props = got["tank/nodes/node001-root"]
     assert props["volsize"] == {"value": 4294967296, "source": "local"}
-    assert props["volblocksize"] == {"value": 16384, "source": "default"}
+    assert props["volblocksize"] == {"value": 16384, "source": None}  # fixed at creation: source "-"
+    assert props["refreservation"] == {"value": 0, "source": "default"}
     assert props["origin"] == {"value": "tank/golden/debian12@v1", "source": None}
     assert props["compression"] == {"value": "lz4", "source": "inherited from tank"}
 
 
 def test_parse_zpool_list_fixture():
     pools = zfs.parse_zpool_list((FIXTURES / "zpool_list_Hp.txt").read_text())
-    assert pools == {"tank": {"name": "tank", "size": 10200547328, "allocated": 2138112, "free": 10198409216,
+    assert pools == {"tank": {"name": "tank", "size": 16642998272, "allocated": 344317952, "free": 16298680320,
                               "health": "ONLINE"}}
 
 
@@ -257,3 +265,10 @@ def test_simulate_and_view():
         "volsize": 2147483648, "origin": "tank/golden/new@s1", "volmode": "dev", "readonly": None,
         "sparse": True, "snapshots": []}
     assert zfs.volume_view(after["tank/golden/new"], after)["snapshots"] == ["s1"]
+
+
+def test_simulated_clone_has_the_volblocksize_of_its_origin_volume():
+    # zfs lists a snapshot's volblocksize as "-" (see the fixture): it is the origin volume's that the clone gets
+    actions = zfs.plan_zvol_changes(current(), [vol(name="tank/nodes/n7", origin="tank/nodes/old-root@keep")])
+    clone = zfs.simulate(current(), actions)["tank/nodes/n7"]
+    assert (clone["volblocksize"], clone["volsize"], clone["origin"]) == (8192, 1073741824, "tank/nodes/old-root@keep")

@@ -107,7 +107,7 @@ def test_force_reconciles_saves_once_and_leaves_node001_alone(run):
     assert fake.KERNEL.log == [
         "delete acl %s:sch1.node009-root/1/%s:node009" % (A, A),
         "delete lun %s:sch1.node009-root/1/0" % A,
-        "delete portal %s:sch1.node009-root/1 0.0.0.0:3260" % A,
+        "delete portal %s:sch1.node009-root/1 0.0.0.0:3261" % A,
         "delete tpg %s:sch1.node009-root/1" % A,
         "delete target %s:sch1.node009-root" % A,
         "delete backstore node009-root",
