@@ -392,6 +392,47 @@ class FileSet:
         return diffs
 
 
+def invocation_args(params):
+    """The module's arguments as its result echoes them (``invocation.module_args``), without file contents.
+
+    A set of 1,000 files would otherwise travel back whole, and Ansible sanitises every string of a result
+    against every no_log value (each secret file's content): O(files x secrets) for nothing. Each name keeps
+    its size; secret contents show as Ansible shows any no_log value.
+    """
+    args = dict(params)
+    args["files"] = {name: "(%d bytes)" % len(_to_bytes(content)) for name, content in (params.get("files") or {}).items()}
+    args["secret_files"] = {name: "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" for name in (params.get("secret_files") or {})}
+    return args
+
+
+def longest_leaf(value):
+    """Length of the longest text among the scalars of ``value`` (a JSON-like result), as Ansible compares them.
+
+    ``remove_values()`` masks a no_log value in a result string (or number) only where the value equals it or
+    occurs in it, so a value longer than every leaf can never match: the caller may leave such values out
+    of the comparison without changing the result.
+    """
+    longest = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+        elif item is None or isinstance(item, bool):
+            continue
+        elif isinstance(item, bytes):
+            longest = max(longest, len(item.decode("utf-8", "surrogateescape")))
+        else:
+            longest = max(longest, len(str(item)))
+    return longest
+
+
+def _to_bytes(content):
+    return content.encode("utf-8") if isinstance(content, str) else bytes(content)
+
+
 def _attributes_line(state, fallback=None):
     fallback = fallback or state
 

@@ -224,3 +224,17 @@ def test_failed_write_leaves_no_temporary(tmp_path, monkeypatch):
 def test_unknown_owner_is_reported():
     with pytest.raises(FileSetError, match="owner 'no-such-user-here' does not exist"):
         FileSet("/srv/x", {}, owner="no-such-user-here")
+
+
+def test_longest_leaf_measures_scalars_as_text():
+    assert fs.longest_leaf({}) == 0
+    assert fs.longest_leaf({"changed": True, "x": None, "unchanged": 12345}) == 5
+    assert fs.longest_leaf({"created": ["a", "bbb"], "diff": [{"after": "cc"}], "k" * 50: "d"}) == 3
+    assert fs.longest_leaf([b"\xff\xfe", ("abcd",)]) == 4
+
+
+def test_invocation_args_never_carry_content():
+    params = {"path": "/x", "files": {"a": "AAA", "é": "é"}, "secret_files": {"s": "SECRET"}, "mode": "0644"}
+    assert fs.invocation_args(params) == {"path": "/x", "mode": "0644", "files": {"a": "(3 bytes)", "é": "(2 bytes)"},
+                                          "secret_files": {"s": "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"}}
+    assert params["files"] == {"a": "AAA", "é": "é"}
