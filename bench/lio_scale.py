@@ -8,8 +8,8 @@
 2. Time and bytes of a node volume made as a `zfs clone` of a golden snapshot vs a full copy
    (`zfs send | zfs recv`), on a scratch pool on the VM's spare lab disk.
 
-Runs against the lab: brings it up itself if it is not up (and down again afterwards), like the lab
-tests. LIO is saved first and restored at the end (`targetctl`), the scratch pool is destroyed.
+Runs against the lab: brings the storage VM up itself if the lab is not up (and down again afterwards),
+like the lab tests. LIO is saved first and restored at the end (`targetctl`), the scratch pool is destroyed.
     source hack/env.sh && python bench/lio_scale.py            # module 10/100/500, targetcli 10
     python bench/lio_scale.py --full                           # targetcli also at 100 (~40 min under TCG)
     python bench/lio_scale.py --ci                             # module 5/100, targetcli 5
@@ -230,7 +230,7 @@ def main() -> int:
     targetcli_sizes = [5] if args.ci else ([10, 100] if args.full else [10])
 
     was_up = labctl("--json", "status", check=False).returncode == 0
-    info = json.loads(labctl("--json", "up").stdout)
+    info = json.loads(labctl("--json", "up", HOST).stdout)  # the storage VM only: no node boots meanwhile
     try:
         hv = inventory()["_meta"]["hostvars"][HOST]
         disks = ["/dev/vd%s" % chr(ord("b") + i) for i in range(len(hv.get("lab_disks", [])))]

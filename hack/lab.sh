@@ -5,6 +5,8 @@
 #                                     disk-less nodes boot from iSCSI), then verify.yml; ends with one
 #                                     line per node, read inside the node: what / is mounted from
 #   hack/lab.sh up HOST...            only start those lab machines (network + VMs, wait for SSH)
+#   hack/lab.sh images                build (or reuse) the VM images and the nodes' image bundles, here
+#                                     on the host: the lab namespace has no route to the Debian mirror
 #   hack/lab.sh down                  stop everything (idempotent, also after a crash)
 #   hack/lab.sh status                what runs; SSH reachable?
 #   hack/lab.sh exec -- CMD...        run CMD inside the namespace with the project env
@@ -20,13 +22,19 @@ source "$here/env.sh"
 labctl="$DL_ROOT/lab/labctl.py"
 case "${1:-}" in
   ""|-h|--help|help)
-    sed -n '2,16s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    sed -n '2,18s/^# \{0,1\}//p' "$0"; exit 0 ;;
   exec)
     shift; [ "${1:-}" = "--" ] && shift
     exec python3 "$labctl" exec -- "$@" ;;
+  images)
+    python3 "$labctl" build-image
+    cd "$DL_ROOT"
+    ansible-playbook -i "${DL_LAB_INVENTORY:-inventories/lab}" playbooks/images.yml ;;
   up)
     shift
     [ $# -gt 0 ] && exec python3 "$labctl" up "$@"
+    # images first, outside the namespace (site.yml's images.yml then finds the bundles built)
+    "$0" images
     python3 "$labctl" up
     cd "$DL_ROOT"
     # The first site.yml of this lab is timed once (bench/boot_time.py reports it next to a re-run).
