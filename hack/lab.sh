@@ -20,6 +20,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 bash "$here/bootstrap.sh" >/dev/null
 source "$here/env.sh"
 labctl="$DL_ROOT/lab/labctl.py"
+images() {
+  python3 "$labctl" build-image
+  (cd "$DL_ROOT" && ansible-playbook -i "${DL_LAB_INVENTORY:-inventories/lab}" playbooks/images.yml)
+}
 case "${1:-}" in
   ""|-h|--help|help)
     sed -n '2,18s/^# \{0,1\}//p' "$0"; exit 0 ;;
@@ -27,14 +31,12 @@ case "${1:-}" in
     shift; [ "${1:-}" = "--" ] && shift
     exec python3 "$labctl" exec -- "$@" ;;
   images)
-    python3 "$labctl" build-image
-    cd "$DL_ROOT"
-    ansible-playbook -i "${DL_LAB_INVENTORY:-inventories/lab}" playbooks/images.yml ;;
+    images ;;
   up)
     shift
     [ $# -gt 0 ] && exec python3 "$labctl" up "$@"
     # images first, outside the namespace (site.yml's images.yml then finds the bundles built)
-    "$0" images
+    images
     python3 "$labctl" up
     cd "$DL_ROOT"
     # The first site.yml of this lab is timed once (bench/boot_time.py reports it next to a re-run).

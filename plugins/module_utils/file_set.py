@@ -400,7 +400,7 @@ def invocation_args(params):
     its size; secret contents show as Ansible shows any no_log value.
     """
     args = dict(params)
-    args["files"] = {name: "(%d bytes)" % len(_to_bytes(content)) for name, content in (params.get("files") or {}).items()}
+    args["files"] = {name: "(%d bytes)" % len(content.encode("utf-8")) for name, content in (params.get("files") or {}).items()}
     args["secret_files"] = {name: "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" for name in (params.get("secret_files") or {})}
     return args
 
@@ -427,10 +427,6 @@ def longest_leaf(value):
         else:
             longest = max(longest, len(str(item)))
     return longest
-
-
-def _to_bytes(content):
-    return content.encode("utf-8") if isinstance(content, str) else bytes(content)
 
 
 def _attributes_line(state, fallback=None):
