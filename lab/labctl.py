@@ -901,6 +901,11 @@ def start_vm(p: Paths, lab: Lab, vm: VM, image: Image | None, accel: str,
         shutil.rmtree(d)
     d.mkdir(parents=True, exist_ok=True)
     p.logs.mkdir(parents=True, exist_ok=True)
+    # the previous run's console log (kept once, as .prev) must not be read as this boot's: wait_for_ssh
+    # looks for "Kernel panic" in it before QEMU has opened (and truncated) the file
+    console = p.logs / f"{vm.name}.console.log"
+    if console.exists():
+        console.replace(console.with_name(f"{vm.name}.console.prev.log"))
     if image is not None and not (keep_disks and (d / "root.qcow2").exists()):
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.disk),
              str(d / "root.qcow2")], what=f"{vm.name}: creating the root overlay", capture=True)

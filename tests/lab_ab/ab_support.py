@@ -106,7 +106,7 @@ def playbook(path: Path, what: str, extra_vars: dict[str, Any] | None = None) ->
             d = t["task"].get("duration") or {}
             if HOST in t["hosts"] and d.get("start") and d.get("end"):
                 spans.append((_ts(d["end"]) - _ts(d["start"]), t["task"]["name"].split(" : ", 1)[-1]))
-    if took > 300:
+    if took > 120:
         for secs, name in sorted(spans, reverse=True)[:4]:
             record_timing(f"  {path.name}: {what}: task {name}", secs)
     return PlayResult(proc.returncode, took, data["stats"].get(HOST, {}), tasks, proc.stderr)
@@ -140,7 +140,7 @@ def facts() -> dict[str, Any]:
         """)
     f: dict[str, Any] = {"env": {}, "targets": []}
     for line in out.splitlines():
-        key, _, value = line.partition("=")
+        key, value = line.split("=", 1) if "=" in line else (line, "")
         if key.startswith("env."):
             f["env"][key[4:]] = value
         elif key == "target":
@@ -160,33 +160,68 @@ def data_sha256() -> str:
     return ssh(f"head -c {DATA_BYTES} {NODE_ZVOL} | sha256sum | cut -d' ' -f1").strip()
 
 
-def make_image(version: str, broken: str | None = None) -> tuple[str, float]:
-    """A root tarball made on the VM from its running root (what an image builder would ship), with
-    /etc/dl-ab-test-version = version. broken="panic": /usr/sbin/init is /bin/true (PID 1 exits: kernel panic);
-    broken="gate": sshd's configuration is invalid (the slot boots, sshd does not start: the gate fails).
-    Left out: kernel headers and DKMS build trees (not needed to boot). Returns (path, seconds)."""
-    path = f"{IMAGE_DIR}/{version}.tar"
-    # (a replaced member is left out of the first tar: an appended symlink does not reliably win over it)
-    extra = {"panic": "ln -sfn /bin/true \"$x/usr/sbin/init\"; add=\"$add ./usr/sbin/init\"",
-             "gate": "mkdir -p \"$x/etc/ssh/sshd_config.d\"; echo 'NotAnSshdOption yes' > "
-                     "\"$x/etc/ssh/sshd_config.d/99-broken.conf\"; add=\"$add ./etc/ssh/sshd_config.d/99-broken.conf\"",
-             None: ":"}[broken]
-    t0 = time.monotonic()
-    ssh(f"""
+def boot_id() -> str:
+    return ssh("cat /proc/sys/kernel/random/boot_id").strip()
+
+
+def make_images(*wanted: tuple[str, str | None]) -> tuple[dict[str, str], float]:
+    """Root tarballs made on the VM from its running root (what an image builder would ship), one per
+    (version, broken), each with /etc/dl-ab-test-version = version. broken=None: a good image; "panic":
+    /usr/sbin/init is /bin/true (PID 1 exits: kernel panic); "gate": sshd's configuration is invalid (the slot
+    boots, sshd does not start: the gate fails).
+
+    The running root is archived once (without /usr/sbin/init and the version file; kernel headers and DKMS
+    build trees left out); every image is that archive with its own small tail appended (init, version file,
+    the broken piece). Returns ({version: path}, seconds)."""
+    base = f"{IMAGE_DIR}/base.tar"
+    script = [f"""
         rm -rf {IMAGE_DIR} && mkdir -p {IMAGE_DIR}
-        tar --create --file {path} --one-file-system --numeric-owner --xattrs --xattrs-include='*' --acls \\
+        tar --create --file {base} --one-file-system --numeric-owner --xattrs --xattrs-include='*' --acls \\
             --exclude=.{IMAGE_DIR} --exclude=./usr/src --exclude=./var/lib/dkms --exclude=./var/cache/apt \\
-            --exclude=./etc/dl-ab-test-version {"--exclude=./usr/sbin/init" if broken == "panic" else ""} \
+            --exclude=./etc/dl-ab-test-version --exclude=./usr/sbin/init \\
             --warning=no-file-changed -C / . || [ $? -eq 1 ]  # 1: files changed as they were read
+        """]
+    paths = {}
+    for i, (version, broken) in enumerate(wanted):
+        path = paths[version] = f"{IMAGE_DIR}/{version}.tar"
+        # (only files in the tail: a directory member would also set that directory's owner and mode in the slot)
+        tail = {"panic": 'ln -sfn /bin/true "$x/usr/sbin/init"',
+                "gate": 'cp -a /usr/sbin/init "$x/usr/sbin/init"; mkdir -p "$x/etc/ssh/sshd_config.d"; '
+                        'echo "NotAnSshdOption yes" > "$x/etc/ssh/sshd_config.d/99-broken.conf"; '
+                        'add="$add ./etc/ssh/sshd_config.d/99-broken.conf"',
+                None: 'cp -a /usr/sbin/init "$x/usr/sbin/init"'}[broken]
+        script.append(f"""
+        {"mv" if i == len(wanted) - 1 else "cp"} {base} {path}
         x=$(mktemp -d); mkdir -p "$x/etc" "$x/usr/sbin"
-        echo {shlex.quote(version)} > "$x/etc/dl-ab-test-version"; add=./etc/dl-ab-test-version
-        {extra}
-        tar --append --file {path} --numeric-owner -C "$x" $add
+        echo {shlex.quote(version)} > "$x/etc/dl-ab-test-version"; add="./etc/dl-ab-test-version ./usr/sbin/init"
+        {tail}
+        tar --append --file {path} --numeric-owner --no-recursion -C "$x" $add
         rm -rf "$x"; ls -l {path}
         """)
+    t0 = time.monotonic()
+    ssh("".join(script))
     took = time.monotonic() - t0
-    record_timing(f"image {version} made on {HOST} (tar of the running root)", took)
-    return path, took
+    record_timing(f"images {', '.join(paths)} made on {HOST} (one tar of the running root)", took)
+    return paths, took
+
+
+def make_image(version: str, broken: str | None = None) -> tuple[str, float]:
+    paths, took = make_images((version, broken))
+    return paths[version], took
+
+
+def wait_for_new_boot(old_boot_id: str, timeout: float = 1500) -> float:
+    """Poll until the VM answers with another boot_id and its gate verdict is final; seconds taken."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if ssh_ok():
+            out = ssh(f"cat /proc/sys/kernel/random/boot_id; {GATE} status || true", check=False).splitlines()
+            if out and out[0].strip() != old_boot_id and len(out) > 1:
+                verdict = json.loads(out[1]).get("verdict")
+                if verdict in ("good", "failed", "not-ab"):
+                    return time.monotonic() - t0
+        time.sleep(5)
+    raise AssertionError(f"{HOST} did not come back with a final gate verdict within {timeout:.0f} s")
 
 
 class PortalWatch:

@@ -130,6 +130,23 @@ def test_check_reports_each_problem_and_fails(gate, capsys):
     assert gate.cmd_status(gate.load_config()) == 1  # not final: the fallback unit decides
 
 
+def test_a_failed_unit_ends_the_wait(gate, monkeypatch, capsys):
+    """ssh.service "failed" (systemd gave up restarting it) fails the gate at once; "activating" is waited for."""
+    cfg = dict(gate.load_config(), units=["ssh.service"], timeout=3600, interval=0)
+    gate.test_boot("B")
+    states = iter(["activating", "activating", "failed"])
+    seen = []
+
+    def run(argv):
+        assert argv == ["systemctl", "is-active", "ssh.service"]
+        seen.append(next(states))
+        return 3, seen[-1] + "\n", ""
+    monkeypatch.setattr(gate, "run", run)
+    assert gate.cmd_check(cfg) == 1
+    assert seen == ["activating", "activating", "failed"]
+    assert "dl-ab-gate: FAILED: ssh.service is failed" in capsys.readouterr().out
+
+
 @needs_editenv
 def test_good_marks_the_booted_slot_like_grub_ab(gate, capsys):
     env = gate.test_env
