@@ -9,13 +9,16 @@ the namespace has one bridge, one tap per VM and no uplink or route out.
     labctl.py up [HOST...]                      network + containers + VMs, wait until each VM answers SSH
     labctl.py down [HOST...]                    stop everything (safe to repeat, and after a crash),
                                                 or only the named VMs (power off; the lab stays up)
+    labctl.py restart HOST... [--boot MODE]     power-cycle VMs keeping their disks, optionally booting
+                                                another way (`--boot disk`: through the BIOS from the
+                                                first lab disk, e.g. after an A/B first install)
     labctl.py status                            what runs, and whether SSH answers
     labctl.py ssh HOST [-- CMD...]              SSH into a lab VM (from anywhere, as root)
     labctl.py exec -- CMD...                    run CMD inside the lab namespace
     labctl.py console HOST                      print a VM's serial console log
 
 Standard library only; runs as root. Caches live under $DL_CACHE (default ~/.cache/diskless-cluster):
-images in images/<name>-<hash>/, the lab's SSH keys in lab/ssh/, run state in lab/run/, serial
+images in images/<name>-<hash>/ (or $DL_IMAGE_CACHE: a second lab reuses the first one's images), the lab's SSH keys in lab/ssh/, run state in lab/run/, serial
 console logs in lab/logs/. See docs/lab.md.
 """
 
@@ -62,6 +65,7 @@ LAB_VARS = {"ansible_host", "lab_ip", "provisioning_ip", "node_mac", "storage_po
             "lab_start", "lab_mac", "lab_memory_mib", "lab_cpus", "lab_disks", "lab_kernel_args", "lab_vm_timeout",
             "lab_boot_timeout", "lab_tb_size_mib", "lab_netns", "lab_bridge", "lab_bridge_address"}
 STOP_GRACE_S = 15.0
+RESTART_POWEROFF_S = 120.0  # `restart`: how long a VM gets to power itself off before it is stopped
 CONTAINER_PREFIX = "dl-lab-"  # podman container of a `lab_kind: container` host: dl-lab-<host>
 # Disk-less VMs make their SSH host keys at first boot (the node image ships none): their keys are
 # accepted on first use into this file, which `down` deletes with the lab (the node volumes go too).
@@ -74,6 +78,11 @@ CONTAINER_PREP = (
     "printf 'DAEMON_OPTS=\"-F 0 -x\"\\n' > /etc/default/chrony; systemctl daemon-reload"
 )
 SSH_POLL_S = 2.0
+# lab_boot: `kernel` (the image's kernel/initrd, root = an overlay of the image's disk), `network` (iPXE,
+# no disk), `disk` (no -kernel: the BIOS boots the first lab disk, e.g. the GRUB of an A/B install; the
+# image overlay stays attached as /dev/vda so that the lab disks keep their names /dev/vdb, ...)
+BOOT_MODES = ("kernel", "network", "disk")
+IMAGE_BOOTS = ("kernel", "disk")  # boot modes with the image overlay as /dev/vda (and the lab host key)
 
 
 class LabError(Exception):
@@ -105,7 +114,9 @@ class Paths:
 
     @property
     def images(self) -> Path:
-        return self.cache / "images"
+        # images are keyed by a hash of their recipe, so labs with caches of their own can share them
+        env = os.environ.get("DL_IMAGE_CACHE")
+        return Path(env) if env else self.cache / "images"
 
     @property
     def lab(self) -> Path:
@@ -246,7 +257,7 @@ def write_ssh_client_files(p: Paths, vms: Sequence["VM"]) -> None:
     cfg = ["# Written by lab/labctl.py up — ssh -F this-file HOST", ""]
     for vm in vms:
         # image VMs carry the lab host key; disk-less nodes make theirs at first boot (accepted once)
-        known, strict = ((p.known_hosts, "yes") if vm.boot == "kernel"
+        known, strict = ((p.known_hosts, "yes") if vm.boot in IMAGE_BOOTS
                          else (p.ssh / NODE_KNOWN_HOSTS, "accept-new"))
         cfg += [f"Host {vm.name} {vm.ip}", f"    HostName {vm.ip}", "    User root",
                 f"    IdentityFile {p.ssh_key}", "    IdentitiesOnly yes",
@@ -464,7 +475,7 @@ class VM:
     mac: str
     memory_mib: int
     cpus: int
-    boot: str  # kernel | network
+    boot: str  # kernel | network | disk
     image: str | None
     disks: list[int]  # extra sparse disks (vdb, vdc, ...), bytes
     kernel_args: list[str]
@@ -637,13 +648,16 @@ def load_inventory(path: Path) -> Lab:
         if not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", mac):
             err("lab_mac", f"{mac!r} is not a MAC address")
         boot = hv.get("lab_boot", "network" if "compute" in hgroups else "kernel")
-        if boot not in ("kernel", "network"):
-            err("lab_boot", f"{boot!r}: must be 'kernel' (image kernel + disk) or 'network' (iPXE, no disk)")
+        if boot not in BOOT_MODES:
+            err("lab_boot", f"{boot!r}: must be 'kernel' (image kernel + disk), 'network' (iPXE, no disk) "
+                "or 'disk' (BIOS boot from the first lab disk)")
         image = hv.get("lab_image")
-        if boot == "kernel" and not image:
-            err("lab_image", "required for lab_boot 'kernel' (an image recipe in lab/images/)")
-        if boot == "kernel" and image and not (IMAGES_SRC / f"{image}.toml").is_file():
+        if boot in IMAGE_BOOTS and not image:
+            err("lab_image", f"required for lab_boot {boot!r} (an image recipe in lab/images/)")
+        if boot in IMAGE_BOOTS and image and not (IMAGES_SRC / f"{image}.toml").is_file():
             err("lab_image", f"{image!r}: no recipe lab/images/{image}.toml")
+        if boot == "disk" and not hv.get("lab_disks"):
+            err("lab_disks", "lab_boot 'disk' boots the first lab disk: give at least one")
         # disk-less nodes: 512 MiB is enough to boot from iSCSI (~175 MiB used); 1 vCPU each
         mem = hv.get("lab_memory_mib", 512 if boot == "network" else DEFAULTS["lab_memory_mib"])
         if not isinstance(mem, int) or mem < 512:
@@ -680,7 +694,7 @@ def load_inventory(path: Path) -> Lab:
             timeout_s = 3600
         tb = hv.get("lab_tb_size_mib")
         vms.append(VM(name, hgroups, str(ip), boot_net.prefixlen, mac, mem, cpus, boot,
-                      image if boot == "kernel" else None, disks, [str(a) for a in kargs], timeout_s,
+                      image if boot in IMAGE_BOOTS else None, disks, [str(a) for a in kargs], timeout_s,
                       tb if isinstance(tb, int) else None, start))
     for field, attr in (("ansible_host", "ip"), ("lab_mac", "mac")):
         seen: dict[str, str] = {}
@@ -850,6 +864,18 @@ def qemu_argv(p: Paths, lab: Lab, vm: VM, image: Image | None, accel: str) -> li
         argv += ["-vga", "none", "-kernel", str(image.kernel), "-initrd", str(image.initrd),
                  "-append", " ".join(append),
                  "-drive", f"file={d / 'root.qcow2'},if=virtio,format=qcow2,cache=unsafe,discard=unmap"]
+    elif vm.boot == "disk":
+        # BIOS -> the boot loader on the first lab disk (bootindex). Every disk as an explicit virtio-blk
+        # device in the same order as in kernel boot (vda = image overlay, vdb... = lab disks), and an
+        # i6300esb watchdog that resets the VM when the guest stops petting it (systemd RuntimeWatchdogSec)
+        argv += ["-vga", "none", "-device", "i6300esb", "-action", "watchdog=reset",
+                 "-drive", f"file={d / 'root.qcow2'},if=none,id=vd0,format=qcow2,cache=unsafe,discard=unmap",
+                 "-device", "virtio-blk-pci,drive=vd0"]
+        for i in range(len(vm.disks)):
+            argv += ["-drive", f"file={d / f'disk{i + 1}.raw'},if=none,id=vd{i + 1},format=raw,cache=unsafe,"
+                     "discard=unmap",
+                     "-device", f"virtio-blk-pci,drive=vd{i + 1}" + (",bootindex=1" if i == 0 else "")]
+        return argv
     else:
         argv += ["-vga", "std", "-boot", "n"]  # QEMU's iPXE NIC ROM; iPXE prints to VGA only
     for i in range(len(vm.disks)):
@@ -869,16 +895,25 @@ def vm_running(p: Paths, name: str) -> int | None:
     return pid if pid and pid_alive(pid) else None
 
 
-def start_vm(p: Paths, lab: Lab, vm: VM, image: Image | None, accel: str) -> subprocess.Popen[bytes]:
+def start_vm(p: Paths, lab: Lab, vm: VM, image: Image | None, accel: str,
+             keep_disks: bool = False) -> subprocess.Popen[bytes]:
+    """Start the VM. `keep_disks` (restart): reuse its root overlay and lab disks when they exist."""
     d = p.vm_dir(vm.name)
-    if d.exists():
+    if d.exists() and not keep_disks:
         shutil.rmtree(d)
-    d.mkdir(parents=True)
+    d.mkdir(parents=True, exist_ok=True)
     p.logs.mkdir(parents=True, exist_ok=True)
-    if image is not None:
+    # the previous run's console log (kept once, as .prev) must not be read as this boot's: wait_for_ssh
+    # looks for "Kernel panic" in it before QEMU has opened (and truncated) the file
+    console = p.logs / f"{vm.name}.console.log"
+    if console.exists():
+        console.replace(console.with_name(f"{vm.name}.console.prev.log"))
+    if image is not None and not (keep_disks and (d / "root.qcow2").exists()):
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.disk),
              str(d / "root.qcow2")], what=f"{vm.name}: creating the root overlay", capture=True)
     for i, size in enumerate(vm.disks):
+        if keep_disks and (d / f"disk{i + 1}.raw").exists():
+            continue
         with open(d / f"disk{i + 1}.raw", "wb") as fh:  # sparse
             fh.truncate(size)
     ensure_tap(lab, vm)
@@ -1065,7 +1100,7 @@ def cmd_up(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
             t0[vm.name] = time.monotonic()
             procs[vm.name] = start_vm(p, lab, vm, images.get(vm.image) if vm.image else None, accel)
             changed = True
-        booted = wait_for_ssh(p, lab, [vm for vm in vms if vm.boot == "kernel"], procs, t0)
+        booted = wait_for_ssh(p, lab, [vm for vm in vms if vm.boot in IMAGE_BOOTS], procs, t0)
         for vm in vms:
             if vm.boot == "network":
                 log(f"{vm.name}: started (network boot: no SSH until a provisioning host serves it)")
@@ -1133,6 +1168,70 @@ def cmd_down(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
     return {"changed": changed}
 
 
+def _ssh_quiet(p: Paths, netns: str, host: str, cmd: Sequence[str]) -> bool:
+    try:
+        return subprocess.run(ssh_argv(p, netns, host, cmd), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, check=False, timeout=60).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def cmd_restart(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
+    """Power-cycle VMs of the running lab KEEPING their disks (root overlay, lab disks), optionally in another
+    boot mode (`--boot disk` after an A/B first install), then wait until they answer SSH again.
+
+    A VM that answers SSH is asked to power off (`systemctl poweroff`, so its file systems are clean) and
+    given RESTART_POWEROFF_S to do so; then (or when it does not answer) it is stopped like `down HOST`."""
+    require_root()
+    lab = load_inventory(args.inventory)
+    vms = lab.select(args.hosts)
+    with flock(p.lab / "lock", "up/down"):
+        state = _read_state(p)
+        if not state or state.get("netns") != lab.netns or not netns_exists(lab.netns):
+            die(f"the lab of {lab.inventory} is not up (run `labctl up` first)")
+        accel = state.get("accel") or detect_accel()
+        images: dict[str, Image] = {}
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+        t0: dict[str, float] = {}
+        for vm in vms:
+            old = vm_state(p, vm.name) or {}
+            if args.boot:
+                vm = dataclasses.replace(vm, boot=args.boot)
+            if vm.boot == "network":
+                die(f"{vm.name}: restart keeps disks; a network-booted VM has none (use down/up)")
+            if vm.boot == "disk" and not vm.disks:
+                die(f"{vm.name}: --boot disk boots the first lab disk, and it has no lab_disks")
+            if not (p.vm_dir(vm.name) / "root.qcow2").exists():
+                die(f"{vm.name}: no disks to keep (never started, or removed by `down`): use `up {vm.name}`")
+            # the image its overlay was made from (kept: the recipe may have changed since)
+            image_dir_s = old.get("image")
+            image: Image | None = None
+            if image_dir_s and Path(image_dir_s, "manifest.json").is_file():
+                image = Image(vm.image or "", Path(image_dir_s),
+                              json.loads(Path(image_dir_s, "manifest.json").read_text()))
+            elif vm.image:
+                if vm.image not in images:
+                    images[vm.image] = build_image(p, vm.image)[0]
+                image = images[vm.image]
+            pid = vm_running(p, vm.name)
+            if pid and _ssh_quiet(p, lab.netns, vm.name, ["true"]):
+                log(f"{vm.name}: powering off (systemctl poweroff)")
+                _ssh_quiet(p, lab.netns, vm.name, ["systemctl", "poweroff"])
+                if not _wait_gone([pid], RESTART_POWEROFF_S):
+                    log(f"{vm.name}: still running after {RESTART_POWEROFF_S:.0f} s: stopping it")
+            stop_vm(p, vm.name)
+            log(f"{vm.name}: starting ({accel}, {vm.memory_mib} MiB, {vm.cpus} vCPU, {vm.boot} boot, "
+                f"{vm.ip}, disks kept)")
+            ensure_tap(lab, vm)
+            t0[vm.name] = time.monotonic()
+            procs[vm.name] = start_vm(p, lab, vm, image, accel, keep_disks=True)
+        write_ssh_client_files(p, lab.vms)
+        booted = wait_for_ssh(p, lab, vms, procs, t0)
+    return {"changed": True, "netns": lab.netns, "accel": accel,
+            "boot": {vm.name: args.boot or vm.boot for vm in vms},
+            "boot_seconds": {k: round(v, 1) for k, v in booted.items()}}
+
+
 def cmd_status(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
     state = _read_state(p)
     netns = (state or {}).get("netns", DEFAULTS["lab_netns"])
@@ -1143,7 +1242,7 @@ def cmd_status(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
         st = vm_state(p, d.name) or {}
         pid = vm_running(p, d.name)
         ssh_ok = False
-        if pid and up and os.geteuid() == 0 and st.get("vm", {}).get("boot") == "kernel":
+        if pid and up and os.geteuid() == 0 and st.get("vm", {}).get("boot") in IMAGE_BOOTS:
             ssh_ok = subprocess.run(ssh_argv(p, netns, d.name, ["true"]), stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     check=False).returncode == 0
@@ -1240,6 +1339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     s = sub.add_parser("down", help="stop every lab VM and delete the namespace (idempotent)")
     s.add_argument("hosts", nargs="*", help="only power off these VMs (the lab stays up)")
     s.add_argument("--netns", help="namespace to delete if no lab state is left")
+    s = sub.add_parser("restart", help="power-cycle VMs keeping their disks, wait for SSH")
+    s.add_argument("hosts", nargs="+", help="lab VMs of the running lab")
+    s.add_argument("--boot", choices=[m for m in BOOT_MODES if m != "network"],
+                   help="boot this way from now on (default: the VM's lab_boot); disk: BIOS boot from the first "
+                        "lab disk")
     sub.add_parser("status", help="show lab VMs and whether SSH answers")
     s = sub.add_parser("ssh", help="ssh into a lab host: ssh HOST [-- CMD...]")
     s.add_argument("host")
@@ -1250,7 +1354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("host")
     args = ap.parse_args(argv)
     p = Paths(cache_dir())
-    handler = {"build-image": cmd_build_image, "up": cmd_up, "down": cmd_down, "status": cmd_status,
+    handler = {"build-image": cmd_build_image, "up": cmd_up, "down": cmd_down, "restart": cmd_restart,
+               "status": cmd_status,
                "ssh": cmd_ssh, "exec": cmd_exec, "console": cmd_console}[args.command]
     try:
         result = handler(p, args)

@@ -133,9 +133,10 @@ mv -f "$stand_in" "$get_pip"
 
 tree="$DL_CACHE/sanity/ansible_collections/diskless/cluster"
 rm -rf "$tree"; mkdir -p "$tree"
-# $1 and $2 are for the inner sh, hence the single quotes
+# $1 and $2 are for the inner sh, hence the single quotes; a tracked file deleted in the worktree (not yet
+# committed) is skipped, without failing the copy
 # shellcheck disable=SC2016
-git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} sh -c 'test -e "$1" && cp --parents -P "$1" "$2"' _ {} "$tree"
+git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} sh -c 'if test -e "$1"; then cp --parents -P "$1" "$2"; fi' _ {} "$tree"
 cd "$tree"
 git init -q . && git add -A >/dev/null   # ansible-test lists the collection's files through git
 # collection dependencies (community.general, ...) come from the ansible bundle in the main venv

@@ -1,0 +1,120 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Downtime of a storage host's A/B update and of a rollback, side by side (not a test: prints figures).
+
+Against the A/B lab (inventories/lab-ab: the storage VM sab1 boots from its own A/B disk through GRUB):
+  update    playbooks/update_storage.yml with a good image (the VM's running root as a tarball, a new
+            version): write the inactive slot, try it, reboot, gate passes, the play verifies;
+  rollback  the same with a broken image (PID 1 exits: kernel panic, panic=30 resets, GRUB falls back).
+Downtime = from the last answer of the iSCSI portal (TCP 10.78.0.11:3260, polled every second) before the
+reboot to its first answer after it (LIO restored on the slot that stays). Also printed: the whole play,
+and the SSH outage (what Ansible sees).
+
+Runs INSIDE the dl-ab namespace, with DL_CACHE=/root/.cache/dl-ab (docs/ab_update.md):
+    python3 lab/labctl.py -i inventories/lab-ab up
+    python3 lab/labctl.py -i inventories/lab-ab exec -- python3 bench/ab_update.py [--runs N]
+    python3 lab/labctl.py -i inventories/lab-ab exec -- python3 bench/ab_update.py --ci   # one of each, --reuse
+The first run also does the A/B first install (a few minutes), as the lab tests do. With --reuse (implied by
+--ci) the update and rollback that tests/lab_ab/test_ab_update.py measured on this lab (lab/run/measurements.json,
+gone with `labctl down`) are printed instead of being done again; only what is missing is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("DL_LAB_INVENTORY", str(REPO / "inventories" / "lab-ab"))
+sys.path.insert(0, str(REPO / "tests" / "lab"))
+sys.path.insert(0, str(REPO / "tests" / "lab_ab"))
+
+import lab_support  # noqa: E402
+from lab_support import measurements_file  # noqa: E402
+from ab_support import (UPDATE_PLAYBOOK, PortalWatch, bring_up, facts, make_image, playbook, ssh, ssh_ok,  # noqa: E402
+                        update_vars)
+
+
+class SshWatch(PortalWatch):
+    """The same watch over `ssh true` (what Ansible sees), every 2 s."""
+
+    def __init__(self) -> None:
+        super().__init__(interval=2.0)
+
+    def _probe(self) -> bool:
+        return ssh_ok(timeout=10)
+
+
+def one(kind: str, n: int) -> dict[str, float]:
+    version = f"bench-{int(time.time())}-{kind}"
+    image, made = make_image(version, broken="panic" if kind == "rollback" else None)
+    before = facts()["booted"]
+    with PortalWatch() as portal, SshWatch() as sshw:
+        res = playbook(UPDATE_PLAYBOOK, f"bench {kind} {n}", update_vars(version, image))
+        time.sleep(1)
+    after = facts()
+    ok = (res.rc == 0 and after["booted"] != before) if kind == "update" else \
+         (res.rc != 0 and after["booted"] == before and "FAILED" in " ".join(res.failures))
+    if not ok:
+        sys.exit(f"ab_update: {kind} run {n} did not behave (rc {res.rc}, booted {before} -> {after['booted']}): "
+                 f"{res.failures}")
+    ssh(f"rm -f {image}")
+    return {"downtime": portal.downtime() or float("nan"), "ssh": sshw.downtime() or float("nan"),
+            "play": res.seconds, "image": made}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    ap.add_argument("--runs", type=int, default=2, help="updates and rollbacks each (median printed)")
+    ap.add_argument("--ci", action="store_true", help="CI size: one update, one rollback, --reuse")
+    ap.add_argument("--reuse", action="store_true",
+                    help="take the update and rollback tests/lab_ab measured on this lab (lab/run/measurements.json) "
+                         "instead of doing them again")
+    args = ap.parse_args()
+    runs = 1 if args.ci else max(1, args.runs)
+    if lab_support.lab_netns() == "dl-lab" or not lab_support.in_lab_netns():
+        sys.exit("ab_update: run inside the A/B lab namespace: DL_CACHE=/root/.cache/dl-ab python3 lab/labctl.py "
+                 "-i inventories/lab-ab exec -- python3 bench/ab_update.py")
+    measured = {}
+    if (args.reuse or args.ci) and measurements_file().exists():
+        measured = json.loads(measurements_file().read_text())
+    keys = {"update": "ab_update_downtime", "rollback": "ab_rollback_downtime"}
+    reused = {kind: measured.get(key) for kind, key in keys.items()}
+    results = {"update": [], "rollback": []}
+    for kind, m in reused.items():
+        if m and runs == 1:
+            results[kind].append({"downtime": m["seconds"], "ssh": math.nan, "play": m.get("play_seconds", math.nan),
+                                  "image": math.nan})
+            print(f"ab_update: {kind}: reusing the figure measured by the lab tests ({m['what']}: {m['seconds']} s)")
+    if any(not results[kind] for kind in results):
+        bring_up()
+    for n in range(runs):
+        for kind in ("update", "rollback"):
+            if len(results[kind]) <= n:
+                results[kind].append(one(kind, n + 1))
+    med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in results.items()}
+    accel = "tcg" if Path("/sys/module/kvm_pvm").exists() else os.environ.get("DL_LAB_ACCEL", "auto")
+    print(f"\nab_update ({accel}, storage VM sab1, 2 vCPU, 2 GiB; median of {runs})")
+    print(f"  {'':44} {'update':>10} {'rollback':>10}")
+    rows = [("downtime: iSCSI portal last answer -> back", "downtime"),
+            ("SSH last answer -> back", "ssh"),
+            ("whole play (write slot, reboot, verdict)", "play"),
+            ("image made on the host (tar of the root)", "image")]
+    for label, key in rows:
+        print(f"  {label:44} {med['update'][key]:9.1f}s {med['rollback'][key]:9.1f}s")
+    for kind, runs_ in results.items():
+        figures = ", ".join("%.1f" % r["downtime"] for r in runs_)
+        print(f"    {kind} runs (downtime): {figures} s")
+    print("  rollback = broken image (PID 1 exits -> kernel panic -> panic= reset -> GRUB falls back)")
+    if any(m and runs == 1 for m in reused.values()):
+        print("  (nan: not measured - a figure reused from the lab tests has only the portal downtime and the play)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
