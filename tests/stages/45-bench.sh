@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks: figures printed side by side for the closing notes, never asserted (a bench fails the stage
-# only when it cannot run at all). The lab's bench (bench/lio_scale.py) runs in the lab stage.
+# only when it cannot run at all). The lab's benches (boot_time, lio_scale, ab_update) run in the lab stages.
+# It runs before them: on a cold cache it overlaps the lab images' build (hack/test.sh, in the background),
+# which can slow its wall times; the CPU times printed beside them are the figures to compare then.
 set -euo pipefail
 cd "$DL_ROOT" || exit 1
 echo "--- bench/plan_scale.py"
