@@ -113,7 +113,7 @@ def main() -> int:
     for label, key in rows:
         up, back = med["update"][key], med["rollback"][key]
         if math.isnan(up) and math.isnan(back):
-            skipped.append(label.split(":")[0])
+            skipped.append(label.split(":", maxsplit=1)[0])
             continue
         ratio = back / up if up and not (math.isnan(up) or math.isnan(back)) else math.nan
         print(f"  {label:44} {cell(up, 9, 's')} {cell(back, 9, 's')} {cell(ratio, 6, 'x')}")
