@@ -52,7 +52,13 @@ class PlayResult:
 
     @property
     def failures(self) -> list[str]:
-        return [f"{name}: {res.get('msg')}" for name, res in self.tasks if res.get("failed")]
+        out = []
+        for name, res in self.tasks:
+            if res.get("failed"):
+                out.append(f"{name}: {res.get('msg')}")
+                # a loop's own message is "One or more items failed": the items say what
+                out += [f"{name}: {r.get('msg')}" for r in res.get("results") or () if r.get("failed")]
+        return out
 
     @property
     def changed(self) -> list[str]:
@@ -81,9 +87,15 @@ def ssh_ok(timeout: float = 15) -> bool:
         return False
 
 
-def playbook(path: Path, what: str, extra_vars: dict[str, Any] | None = None) -> PlayResult:
-    """ansible-playbook with the JSON callback; never raises on a failed play (the caller asserts)."""
+def playbook(path: Path, what: str, extra_vars: dict[str, Any] | None = None,
+             more_inventory: Path | None = None, limit: str | None = None) -> PlayResult:
+    """ansible-playbook with the JSON callback; never raises on a failed play (the caller asserts).
+    more_inventory: a second inventory source added to the lab's (more hosts for the same groups)."""
     argv = ["ansible-playbook", "-i", str(INVENTORY), str(path)]
+    if more_inventory is not None:
+        argv[3:3] = ["-i", str(more_inventory)]
+    if limit is not None:
+        argv += ["--limit", limit]
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
     env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",

@@ -15,7 +15,9 @@ Facts only; timings (terminal summary) are informative, never asserted.
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -112,6 +114,29 @@ def test_rerun_with_nothing_new_changes_nothing(ab: AbLab) -> None:
     assert res.rc == 0 and not res.failures, res.failures
     assert res.stats["changed"] == 0, res.changed
     assert facts()["booted"] == "B"
+
+
+def test_an_update_is_refused_while_a_mirror_partner_is_down(ab: AbLab, tmp_path: Path) -> None:
+    """The same lab plus a second storage host sab2 (never started: it does not answer) and node002, whose root
+    is an md RAID1 over a LUN of sab1 and one of sab2. Rebooting sab1 would leave node002 without a path to its
+    root: the play refuses before anything changes on sab1."""
+    more = tmp_path / "partner.yml"
+    more.write_text(json.dumps({"all": {"children": {
+        "storage": {"hosts": {"sab2": {"ansible_host": "10.78.0.12", "storage_pool_devices": ["/dev/vdc"]}}},
+        "compute": {"hosts": {"node002": {"ansible_host": "10.78.0.102", "node_mac": "52:54:00:78:01:02",
+                                          "node_root": "mirror", "node_chap_secret": "labab-n002-chap-test",
+                                          "node_chap_mutual_secret": "labab-n002-mutual-test"}}}}}}))
+    before = boot_id()
+    res = playbook(UPDATE_PLAYBOOK, "an update while a mirror partner is down (refused)",
+                   update_vars("v4", "/var/tmp/ab-test/v3.tar"), more_inventory=more, limit="sab1")
+    assert res.rc != 0
+    msg = " ".join(res.failures)
+    assert "sab1: refusing to reboot: partner sab2 (other path of node002) is unreachable" in msg, msg
+    assert res.stats["changed"] == 0, res.changed
+    assert boot_id() == before
+    f = facts()
+    assert f["booted"] == "B" and f["version"] == "v3" and f["state"] == {"A": "good", "B": "good"}
+    assert f["markers"]["A"]["status"] == "booted" and f["markers"]["B"]["version"] == "v3"
 
 
 @pytest.mark.skipif(os.environ.get("DL_AB_GATE_FAILURE") != "1",
