@@ -7,7 +7,8 @@ through SeaBIOS and GRUB). The tests run in file order and share the VM:
 3. an update to a good image: the host runs slot B, its gate passed, B is good and A still good; the LIO
    exports and node001's data are intact; 4. the next reboot stays on B;
 5. re-running the play with nothing new changes nothing; the failed version is refused without a reboot
-   (right after 2.); 6. (DL_AB_GATE_FAILURE=1 only: two more reboots, ~10 min under TCG) an image that boots but
+   (right after 2.); an update is refused while a mirror partner (a second storage host) does not answer;
+6. (DL_AB_GATE_FAILURE=1 only: two more reboots, ~10 min under TCG) an image that boots but
    fails the gate (sshd broken) falls back to B by itself.
 
 Facts only; timings (terminal summary) are informative, never asserted.
