@@ -55,7 +55,7 @@ def lab() -> Iterator[LabInfo]:
     for name, secs in info.get("boot_seconds", {}).items():
         record_timing(f"{name}: VM start to SSH", secs)
     yield LabInfo(Path(info["inventory"]), info["netns"], Path(info["ssh_config"]), info["hosts"],
-                  inventory()["_meta"]["hostvars"])
+                  inventory()["_meta"]["hostvars"], info["accel"])
     if not was_up:
         labctl("down")
 

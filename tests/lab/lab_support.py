@@ -47,6 +47,14 @@ def labctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+def console_tail(host: str, lines: int = 60) -> str:
+    """The last lines of a lab VM's serial console, for a failure message (CI shows no lab/logs/)."""
+    proc = labctl("console", host, check=False)
+    text = proc.stdout if proc.returncode == 0 else proc.stderr
+    return f"--- {host} console, last {lines} lines (labctl console {host}):\n" + "\n".join(
+        text.splitlines()[-lines:])
+
+
 def inventory() -> dict[str, Any]:
     out = subprocess.run(["ansible-inventory", "-i", str(INVENTORY), "--list"], capture_output=True,
                          text=True, check=True).stdout
@@ -74,3 +82,4 @@ class LabInfo:
     ssh_config: Path
     hosts: dict[str, dict[str, Any]]   # name -> {ip, mac, groups, kernel_version, ...} from `labctl up`
     hostvars: dict[str, dict[str, Any]]  # inventory host vars (untemplated)
+    accel: str                           # tcg or kvm (labctl up)

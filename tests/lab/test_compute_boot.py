@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import pytest
 
-from lab_support import INVENTORY, REPO, LabInfo, labctl, record_timing
+from lab_support import INVENTORY, REPO, LabInfo, console_tail, labctl, record_timing
 
 SITE = REPO / "playbooks" / "site.yml"
 STORAGE = "sch1"
@@ -79,8 +79,7 @@ def wait_for_ssh(lab: LabInfo, host: str, timeout: float = BOOT_TIMEOUT) -> floa
         if ssh_answers(lab, host):
             return time.monotonic() - t0
         time.sleep(2)
-    pytest.fail(f"{host}: no SSH {timeout:.0f} s after power-on (console: hack/lab.sh console {host})",
-                pytrace=False)
+    pytest.fail(f"{host}: no SSH {timeout:.0f} s after power-on\n{console_tail(host)}", pytrace=False)
 
 
 SESSIONS_SH = ("for s in /sys/class/iscsi_session/session*; do "

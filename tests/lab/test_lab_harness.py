@@ -60,6 +60,18 @@ def test_debian_kernel_with_lio_configfs(lab: LabInfo, lab_host: Callable[[str],
     host.run_test("python3 -c 'import rtslib_fb; print(rtslib_fb.RTSRoot().path)'")
 
 
+def test_a_hung_tcg_guest_would_panic_and_reset(lab: LabInfo, lab_host: Callable[[str], Any],
+                                                storage_host: str) -> None:
+    """Under TCG, a guest stuck for 60 s panics (soft lockup detector) and reboots 10 s later (labctl)."""
+    host = lab_host(storage_host)
+    sysctl = {k: host.file(f"/proc/sys/kernel/{k}").content_string.strip()
+              for k in ("softlockup_panic", "watchdog_thresh", "panic")}
+    if lab.accel == "tcg":
+        assert sysctl == {"softlockup_panic": "1", "watchdog_thresh": "30", "panic": "10"}
+    else:
+        assert sysctl["softlockup_panic"] == "0"
+
+
 def test_zfs_loads_and_creates_a_pool_on_a_scratch_disk(lab: LabInfo, lab_host: Callable[[str], Any],
                                                         storage_host: str) -> None:
     """On a lab disk that is NOT in storage_pool_devices, so it never meets the storage role's pool

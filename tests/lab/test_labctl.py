@@ -139,6 +139,8 @@ all:
     append = argv[argv.index("-append") + 1].split()
     assert "ip=10.77.0.11:::255.255.255.0:sch1:eth0:off" in append
     assert "systemd.hostname=sch1" in append and "root=/dev/vda" in append
+    # under TCG a hung guest panics and resets (soft lockup detector) instead of hanging for good
+    assert {"softlockup_panic=1", "panic=10"} <= set(append)
     assert joined.count("if=virtio") == 3  # root overlay + two pool disks
     assert "root.qcow2" in joined and "disk1.raw" in joined and "disk2.raw" in joined
     assert "mac=52:54:00:4d:00:0b" in joined and "ifname=t-sch1" in joined
@@ -150,6 +152,7 @@ all:
     assert node[node.index("-accel") + 1] == "tcg,thread=multi,tb-size=128"
     kvm = labctl.qemu_argv(p, lab, vms["sch1"], image, "kvm")
     assert kvm[kvm.index("-accel") + 1] == "kvm"
+    assert "softlockup_panic=1" not in kvm[kvm.index("-append") + 1]
 
 
 def test_image_cache_key_follows_the_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import lab_support
-from lab_support import INVENTORY, REPO, labctl, record_timing
+from lab_support import INVENTORY, REPO, console_tail, labctl, record_timing
 
 HOST = "sab1"
 NODE = "node001"
@@ -233,7 +233,8 @@ def wait_for_new_boot(old_boot_id: str, timeout: float = 1500) -> float:
                 if verdict in ("good", "failed", "not-ab"):
                     return time.monotonic() - t0
         time.sleep(5)
-    raise AssertionError(f"{HOST} did not come back with a final gate verdict within {timeout:.0f} s")
+    raise AssertionError(f"{HOST} did not come back with a final gate verdict within {timeout:.0f} s\n"
+                         f"{console_tail(HOST)}")
 
 
 class PortalWatch:
