@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "lab"))
 
-from lab_support import INVENTORY, in_lab_netns, inventory, labctl, measurements_file  # noqa: E402
+from lab_support import (INVENTORY, ansible_json, in_lab_netns, inventory, labctl,  # noqa: E402
+                         measurements_file, no_json)
 
 _spec = importlib.util.spec_from_file_location("labctl_mod", REPO / "lab" / "labctl.py")
 LABCTL = importlib.util.module_from_spec(_spec)
@@ -88,15 +88,12 @@ def wait(argv: list[str], what: str, proc: subprocess.Popen[bytes] | None = None
 
 
 def run_site(what: str) -> tuple[float, int]:
-    env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
     t0 = time.monotonic()
-    proc = subprocess.run(["ansible-playbook", "-i", str(INVENTORY), str(REPO / "playbooks" / "site.yml")],
-                          capture_output=True, text=True, env=env, cwd=REPO, check=False)
+    proc, data = ansible_json(["ansible-playbook", "-i", str(INVENTORY), str(REPO / "playbooks" / "site.yml")])
     took = time.monotonic() - t0
-    if proc.returncode != 0:
-        sys.exit(f"boot_time: site.yml ({what}) failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
-    stats = json.loads(proc.stdout[proc.stdout.index("{"):])["stats"]
-    return took, sum(s["changed"] for s in stats.values())
+    if proc.returncode != 0 or data is None:
+        sys.exit("boot_time: " + no_json(f"site.yml ({what}) failed", proc))
+    return took, sum(s["changed"] for s in data["stats"].values())
 
 
 def boot_iscsi(node: str, ssh_config: Path) -> float:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "lab"))
 
-from lab_support import INVENTORY, in_lab_netns, inventory, labctl  # noqa: E402
+from lab_support import INVENTORY, ansible_json, in_lab_netns, inventory, labctl, no_json  # noqa: E402
 
 HOST = "sch1"
 OBJECTS_PER_EXPORT = 7  # backstore, target (+tpg1), tpg attributes, portal, lun, acl (+mapped lun), acl auth
@@ -78,13 +77,12 @@ def module_apply(lab: Lab, items: list[dict]) -> tuple[float, float, int]:
             "- hosts: %s\n  gather_facts: false\n  tasks:\n    - diskless.cluster.lio_iscsi:\n"
             "        exports: \"{{ bench_exports }}\"\n        save_file: /run/dl-bench-saveconfig.json\n" % HOST)
         (Path(tmp) / "vars.json").write_text(json.dumps({"bench_exports": items}))
-        env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
         t0 = time.monotonic()
-        proc = subprocess.run(lab.prefix + ["ansible-playbook", "-i", str(INVENTORY), str(play),
-                                            "-e", "@%s" % (Path(tmp) / "vars.json")],
-                              capture_output=True, text=True, env=env, check=False)
+        proc, data = ansible_json(["ansible-playbook", "-i", str(INVENTORY), str(play),
+                                   "-e", "@%s" % (Path(tmp) / "vars.json")], prefix=lab.prefix)
         wall = time.monotonic() - t0
-    data = json.loads(proc.stdout[proc.stdout.index("{"):])
+    if data is None:
+        sys.exit("bench: " + no_json("lio_iscsi", proc))
     task = data["plays"][0]["tasks"][0]
     res = task["hosts"][HOST]
     if proc.returncode != 0 or res.get("failed"):

@@ -47,6 +47,25 @@ def labctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+def ansible_json(argv: list[str], prefix: list[str] | None = None) -> tuple[subprocess.CompletedProcess[str],
+                                                                       dict[str, Any] | None]:
+    """Run `ansible`/`ansible-playbook` (behind `prefix`, e.g. nsenter) with the ansible.posix.json stdout
+    callback, from the repository: the process and its parsed output (None when stdout holds no JSON)."""
+    env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+               ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run([*(prefix or []), *argv], capture_output=True, text=True, env=env, cwd=REPO,
+                          check=False)
+    try:
+        return proc, json.loads(proc.stdout[proc.stdout.index("{"):])
+    except ValueError:
+        return proc, None
+
+
+def no_json(what: str, proc: subprocess.CompletedProcess[str]) -> str:
+    """The failure message of an Ansible run whose stdout held no JSON."""
+    return f"{what}: no JSON on stdout (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
 def console_tail(host: str, lines: int = 60) -> str:
     """The last lines of a lab VM's serial console, for a failure message (CI shows no lab/logs/)."""
     proc = labctl("console", host, check=False)

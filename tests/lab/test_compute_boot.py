@@ -13,7 +13,6 @@ Facts only; timings are recorded (terminal summary), never asserted.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import time
@@ -21,7 +20,7 @@ from typing import Any, Callable
 
 import pytest
 
-from lab_support import INVENTORY, REPO, LabInfo, console_tail, labctl, record_timing
+from lab_support import INVENTORY, REPO, LabInfo, ansible_json, console_tail, labctl, no_json, record_timing
 
 SITE = REPO / "playbooks" / "site.yml"
 STORAGE = "sch1"
@@ -29,23 +28,13 @@ BOOT_TIMEOUT = 900
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def ansible_json(argv: list[str]) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-               ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False, cwd=REPO)
-    try:
-        data = json.loads(proc.stdout[proc.stdout.index("{"):])
-    except ValueError:
-        pytest.fail(f"{argv[0]}: no JSON on stdout (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                    f"{proc.stderr[-3000:]}", pytrace=False)
-    return proc, data
-
-
 def site(what: str, key: str | None = None) -> dict[str, Any]:
     """Run site.yml; return its stats per host (fails the test on a failed run)."""
     t0 = time.monotonic()
     proc, data = ansible_json(["ansible-playbook", "-i", str(INVENTORY), str(SITE)])
     took = time.monotonic() - t0
+    if data is None:
+        pytest.fail(no_json(f"site.yml ({what})", proc), pytrace=False)
     failed = [f"{h}: {t['task']['name']}: {r.get('msg')}" for play in data["plays"] for t in play["tasks"]
               for h, r in t["hosts"].items() if r.get("failed") or r.get("unreachable")]
     assert proc.returncode == 0 and not failed, f"site.yml ({what}): rc {proc.returncode}; failed: {failed}"
@@ -112,7 +101,7 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def plan(lab: LabInfo) -> dict[str, Any]:
     proc, data = ansible_json(["ansible", "-i", str(INVENTORY), "localhost", "-m", "diskless.cluster.cluster_plan"])
-    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert proc.returncode == 0 and data, no_json("cluster_plan", proc)
     return data["plays"][0]["tasks"][0]["hosts"]["localhost"]["ansible_facts"]["cluster_plan"]
 
 
@@ -171,7 +160,7 @@ def test_node_vm_has_no_disk_device(cluster: dict[str, Any], lab: LabInfo, host:
 def test_root_is_the_nodes_own_iscsi_lun(cluster: dict[str, Any], lab: LabInfo, plan: dict[str, Any],
                                          nodes: list[str]) -> None:
     proc, data = ansible_json(["ansible", "-i", str(INVENTORY), "compute", "-m", "diskless.cluster.node_facts"])
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert proc.returncode == 0 and data, no_json("node_facts", proc)
     facts = {h: r["ansible_facts"]["diskless_node"] for h, r in data["plays"][0]["tasks"][0]["hosts"].items()}
     lio = json.loads(ssh(lab, STORAGE, f"python3 -c {_q(LIO_SESSIONS_PY)}"))
     for node in nodes:
@@ -213,7 +202,7 @@ def test_a_file_survives_the_nodes_reboot_and_stays_private(cluster: dict[str, A
 
 def test_verify_reports_every_node_on_iscsi(cluster: dict[str, Any], nodes: list[str]) -> None:
     proc, data = ansible_json(["ansible-playbook", "-i", str(INVENTORY), str(REPO / "playbooks" / "verify.yml")])
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert proc.returncode == 0 and data, no_json("verify.yml", proc)
     msgs = {h: r.get("msg", "") for play in data["plays"] for t in play["tasks"] for h, r in t["hosts"].items()
             if t["task"]["name"].startswith("The root is on the node's own LUNs")}
     assert sorted(msgs) == nodes

@@ -8,25 +8,21 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import subprocess
 import time
 from typing import Any, Callable
 
-from lab_support import INVENTORY, REPO, LabInfo, record_timing
+from lab_support import INVENTORY, REPO, LabInfo, ansible_json, no_json, record_timing
 
 
 def test_ansible_reaches_storage_hosts_as_root_on_the_image_kernel(lab: LabInfo) -> None:
     """The lab inventory works unchanged with Ansible from inside the namespace (key, known_hosts)."""
-    env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
     t0 = time.monotonic()
-    proc = subprocess.run(
-        ["ansible", "-i", str(INVENTORY), "storage", "-m", "ansible.builtin.setup",
-         "-a", "gather_subset=!all,!min,platform,distribution,user"],
-        capture_output=True, text=True, env=env, check=False)
+    proc, data = ansible_json(["ansible", "-i", str(INVENTORY), "storage", "-m", "ansible.builtin.setup",
+                               "-a", "gather_subset=!all,!min,platform,distribution,user"])
     record_timing("ansible setup (3 fact subsets) on storage", time.monotonic() - t0)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]
+    assert proc.returncode == 0 and data, no_json("ansible setup", proc)
+    results = data["plays"][0]["tasks"][0]["hosts"]
     storage = sorted(h for h, v in lab.hosts.items() if "storage" in v["groups"])
     assert sorted(results) == storage
     for host, res in results.items():

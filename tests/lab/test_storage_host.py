@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from lab_support import INVENTORY, REPO, LabInfo, console_tail, record_timing
+from lab_support import INVENTORY, REPO, LabInfo, ansible_json, console_tail, no_json, record_timing
 
 PLAYBOOK = REPO / "playbooks" / "storage.yml"
 HOST = "sch1"                      # the lab inventory's storage host
@@ -30,18 +30,10 @@ PATTERN_BYTES = 8 * 1024 * 1024
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def ansible_env() -> dict[str, str]:
-    return dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-                ANSIBLE_NOCOLOR="1")
-
-
 def run_json(argv: list[str]) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(), check=False)
-    try:
-        data = json.loads(proc.stdout[proc.stdout.index("{"):])
-    except ValueError:
-        pytest.fail(f"{argv[0]}: no JSON on stdout (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                    f"{proc.stderr[-3000:]}", pytrace=False)
+    proc, data = ansible_json(argv)
+    if data is None:
+        pytest.fail(no_json(argv[0], proc), pytrace=False)
     return proc, data
 
 

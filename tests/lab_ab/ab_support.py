@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import lab_support
-from lab_support import INVENTORY, REPO, console_tail, labctl, record_timing
+from lab_support import INVENTORY, REPO, ansible_json, console_tail, labctl, no_json, record_timing
 
 HOST = "sab1"
 NODE = "node001"
@@ -98,17 +98,12 @@ def playbook(path: Path, what: str, extra_vars: dict[str, Any] | None = None,
         argv += ["--limit", limit]
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
-    env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-               ANSIBLE_NOCOLOR="1")
     t0 = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, check=False)
+    proc, data = ansible_json(argv)
     took = time.monotonic() - t0
     record_timing(f"{path.name}: {what}", took)
-    try:
-        data = json.loads(proc.stdout[proc.stdout.index("{"):])
-    except ValueError as exc:
-        raise AssertionError(f"{path.name} ({what}): no JSON on stdout (rc {proc.returncode}):\n"
-                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}") from exc
+    if data is None:
+        raise AssertionError(no_json(f"{path.name} ({what})", proc))
     tasks = [(t["task"]["name"].split(" : ", 1)[-1], t["hosts"][HOST]) for play in data["plays"]
              for t in play["tasks"] if HOST in t["hosts"]]
     # the slowest tasks of a long play (informative: where an update spends its time)
