@@ -47,8 +47,8 @@ def labctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def ansible_json(argv: list[str], prefix: list[str] | None = None) -> tuple[subprocess.CompletedProcess[str],
-                                                                       dict[str, Any] | None]:
+def ansible_json(argv: list[str],
+                 prefix: list[str] | None = None) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
     """Run `ansible`/`ansible-playbook` (behind `prefix`, e.g. nsenter) with the ansible.posix.json stdout
     callback, from the repository: the process and its parsed output (None when stdout holds no JSON)."""
     env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
