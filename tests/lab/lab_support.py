@@ -66,12 +66,16 @@ def no_json(what: str, proc: subprocess.CompletedProcess[str]) -> str:
     return f"{what}: no JSON on stdout (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
 
+def console_text(host: str) -> str:
+    """A lab VM's whole serial console log (or labctl's reason why there is none)."""
+    proc = labctl("console", host, check=False)
+    return proc.stdout if proc.returncode == 0 else proc.stderr
+
+
 def console_tail(host: str, lines: int = 60) -> str:
     """The last lines of a lab VM's serial console, for a failure message (CI shows no lab/logs/)."""
-    proc = labctl("console", host, check=False)
-    text = proc.stdout if proc.returncode == 0 else proc.stderr
     return f"--- {host} console, last {lines} lines (labctl console {host}):\n" + "\n".join(
-        text.splitlines()[-lines:])
+        console_text(host).splitlines()[-lines:])
 
 
 def inventory() -> dict[str, Any]:

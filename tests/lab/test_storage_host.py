@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from lab_support import INVENTORY, REPO, LabInfo, ansible_json, console_tail, no_json, record_timing
+from lab_support import (INVENTORY, REPO, LabInfo, ansible_json, console_tail, console_text, no_json,
+                         record_timing)
 
 PLAYBOOK = REPO / "playbooks" / "storage.yml"
 HOST = "sch1"                      # the lab inventory's storage host
@@ -294,7 +295,7 @@ echo "boot_id $(cat /proc/sys/kernel/random/boot_id)"
     assert json_lines(out)[0]["rc"] == 0, out
     assert fields["written"] == fields["read"]
 
-    resets_before = console_tail(HOST, 10**6).count("not syncing: softlockup")
+    resets_before = console_text(HOST).count("not syncing: softlockup")
     t0 = time.monotonic()
     ssh(lab, "systemd-run --quiet --on-active=2 systemctl reboot")
     deadline = time.monotonic() + 15 * 60
@@ -308,7 +309,7 @@ echo "boot_id $(cat /proc/sys/kernel/random/boot_id)"
         time.sleep(2)
     assert new_boot, f"{HOST} did not come back within 15 min\n{console_tail(HOST)}"
     # a TCG guest that hung on the way and reset itself (labctl's soft lockup panic) says so in the figure
-    resets = console_tail(HOST, 10**6).count("not syncing: softlockup") - resets_before
+    resets = console_text(HOST).count("not syncing: softlockup") - resets_before
     record_timing(f"{HOST}: reboot to SSH" + (f" (incl. {resets} TCG hang(s) reset by the soft lockup panic)"
                                               if resets else ""), time.monotonic() - t0)
 
