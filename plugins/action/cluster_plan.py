@@ -4,42 +4,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.validation import check_type_bool
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.diskless.cluster.plugins.module_utils.plan import (
-    GROUPS,
-    PlanError,
-    build_plan,
-    redact,
-)
-
-# Host variables the planner reads (prefixes, plus a few exact names).
-_HOST_PREFIXES = ("node_", "storage_", "provisioning_", "cluster_node_ip_offset")
-_HOST_NAMES = ("ansible_host",)
-
-
-def _plain(value):
-    """Turn templated/tagged values into plain Python containers the pure planner can read."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, str):
-        return str(value)
-    return value
+from ansible_collections.diskless.cluster.plugins.module_utils.plan import PlanError, build_plan, redact
+from ansible_collections.diskless.cluster.plugins.plugin_utils._inventory import gather
 
 
 class ActionModule(ActionBase):
+    """Validate the whole inventory once; return a summary (and, on request, the redacted plan). Sets no fact."""
+
     TRANSFERS_FILES = False
     _requires_connection = False
     _VALID_ARGS = frozenset(("redact", "fact"))
@@ -48,42 +23,33 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         args = self._task.args
+        if "fact" in args:
+            raise AnsibleActionFail(
+                "cluster_plan: 'fact' is gone: the plan is no longer set as a fact on every host. Register this "
+                "task's result (redact: true puts the plan without secrets in result.plan), and let each host take "
+                "its own part with diskless.cluster.plan_slice")
         try:
             do_redact = check_type_bool(args.get("redact", False))
         except TypeError:
             raise AnsibleActionFail("cluster_plan: redact must be true or false") from None
-        fact = args.get("fact", "cluster_plan")
-        if not isinstance(fact, str) or not fact.isidentifier():
-            raise AnsibleActionFail("cluster_plan: fact must be a variable name, got %r" % (fact,))
 
-        groups = task_vars.get("groups", {})
-        hostvars = task_vars.get("hostvars", {})
-        wanted = {g: list(groups.get(g, [])) for g in GROUPS}
-        cluster_vars = {k: _plain(v) for k, v in task_vars.items() if isinstance(k, str) and k.startswith("cluster_")}
-
-        per_host = {}
-        for host in sorted({h for hosts in wanted.values() for h in hosts}):
-            hv = hostvars[host]
-            picked = {}
-            for key in hv.keys():
-                if key.startswith(_HOST_PREFIXES) or key in _HOST_NAMES:
-                    picked[key] = _plain(hv[key])
-            per_host[host] = picked
-
+        cluster_vars, per_host, wanted, errors = gather(task_vars.get("hostvars", {}), task_vars.get("groups", {}))
         try:
+            if errors:
+                raise PlanError(errors)
             plan = build_plan(cluster_vars, per_host, wanted)
         except PlanError as exc:
-            result.update(failed=True, errors=exc.errors, msg=str(exc))
+            errors = sorted(set(errors) | set(exc.errors))
+            result.update(failed=True, errors=errors, msg=str(PlanError(errors)))
             return result
 
-        if do_redact:
-            plan = redact(plan)
         modes = {}
         for node in plan["nodes"].values():
             modes[node["root"]] = modes.get(node["root"], 0) + 1
         result.update(
             changed=False,
-            ansible_facts={fact: plan},
+            images=[{k: i[k] for k in ("name", "version", "size_bytes", "label", "http_path")}
+                    for _, i in sorted(plan["images"].items())],
             summary={
                 "nodes": len(plan["nodes"]),
                 "storage_hosts": len(plan["storage"]),
@@ -92,4 +58,6 @@ class ActionModule(ActionBase):
                 "root_modes": modes,
             },
         )
+        if do_redact:
+            result["plan"] = redact(plan)
         return result

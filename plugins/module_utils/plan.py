@@ -21,6 +21,8 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 
+from ansible_collections.diskless.cluster.plugins.module_utils import _schema as schema
+
 try:
     import netaddr
 
@@ -37,18 +39,13 @@ DEFAULT_POOL = "tank"
 DEFAULT_LEASE_TIME = "12h"
 SECRET_MASK = "********"
 
-# Variables the planner reads; anything else with these prefixes is almost certainly a typo.
-CLUSTER_VARS = frozenset((
-    "cluster_name", "cluster_domain", "cluster_iqn_date", "cluster_boot_network", "cluster_boot_gateway",
-    "cluster_dhcp_range", "cluster_dhcp_lease_time", "cluster_node_ip_offset", "cluster_images",
-    "cluster_default_image", "cluster_storage_pool", "cluster_iscsi_port", "cluster_http_port",
-    "cluster_http_address", "cluster_chap_secrets", "cluster_kernel_args", "cluster_plan",
-))
-NODE_VARS = frozenset((
-    "node_mac", "node_ip", "node_index", "node_hostname", "node_root", "node_luks", "node_image",
-    "node_root_size", "node_storage", "node_chap_secret", "node_chap_mutual_secret", "node_luks_key",
-    "node_kernel_args",
-))
+# The inventory variables are declared once, in _schema.py.
+CLUSTER_VARS = frozenset(schema.names("cluster"))
+NODE_VARS = frozenset(schema.names("compute"))
+# What may reach an iPXE script or a kernel command line as given: no quotes, blanks, shell or iPXE syntax.
+_BOOT_ARG_RE = re.compile(r"^[A-Za-z0-9._,:=/+@%-]+$")
+_BOOT_ARG_HELP = "letters, digits and . _ , : = / + @ % - (no blanks, quotes, $, ;, #, &, | or braces)"
+_HOST_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,252}[A-Za-z0-9])?$")
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _DNS_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -165,20 +162,49 @@ def _is_str(value) -> bool:
 
 class _Planner:
     def __init__(self, cluster_vars: Mapping, hostvars: Mapping[str, Mapping], groups: Mapping[str, Sequence[str]]):
-        self.cv = cluster_vars
-        self.hostvars = hostvars
-        self.groups = {g: list(groups.get(g) or []) for g in GROUPS}
         self.errors: list[str] = []
+        self.typed_badly: set = set()  # (host, field) whose type was refused: nothing more is said of them
+        self.groups = {g: list(groups.get(g) or []) for g in GROUPS}
+        self.cv = self._typed("all", "cluster", cluster_vars)
+        self.hostvars = {}
+        scope_of = {h: g for g in ("compute", "storage", "provisioning") for h in self.groups[g]}
+        for host, hv in hostvars.items():
+            # a cluster variable a host sees with the cluster's own value is the cluster's (checked once, as 'all')
+            own = {k: v for k, v in hv.items() if not (k in cluster_vars and k.startswith("cluster_") and v == cluster_vars[k])}
+            self.hostvars[host] = self._typed(host, scope_of.get(host), own)
 
     def err(self, host: str, field: str, problem: str) -> None:
+        if (host, field) in self.typed_badly:
+            return
         self.errors.append("%s: %s: %s" % (host, field, problem))
+
+    def _typed(self, host, scope, variables) -> dict:
+        """The variables of ``host`` with their declared types (schema.coerce); a refused value is reported once
+        and dropped; an undeclared name that is a near miss of a declared one is reported with the suggestion."""
+        out = {}
+        for key in sorted(k for k in variables if isinstance(k, str)):
+            value = variables[key]
+            var = schema.BY_NAME.get(key)
+            if var is None:
+                guess = schema.near_miss(key)
+                if guess is not None and (host == "all") == guess.startswith("cluster_"):
+                    self.err(host, key, "unknown variable; did you mean %s?" % guess)
+                elif key not in ("ansible_host",):
+                    continue
+                out[key] = value
+                continue
+            if var.scope not in ("cluster", "playbook") and scope is not None and var.scope != scope:
+                continue  # another group's variable (e.g. node_* in group_vars/all): not this host's business
+            try:
+                out[key] = schema.coerce(var, value)
+            except ValueError as exc:
+                self.err(host, key, str(exc))
+                self.typed_badly.add((host, key))
+        return out
 
     # -- cluster-wide -------------------------------------------------------------------------------------
     def plan_cluster(self) -> None:
         cv = self.cv
-        for key in sorted(k for k in cv if isinstance(k, str) and k.startswith("cluster_") and k not in CLUSTER_VARS):
-            self.err("all", key, "unknown variable (typo?); known: %s" % ", ".join(sorted(CLUSTER_VARS - {"cluster_plan"})))
-
         self.name = cv.get("cluster_name")
         if not _is_str(self.name):
             self.err("all", "cluster_name", "is required (a short name like 'lab')")
@@ -256,6 +282,12 @@ class _Planner:
             self.err("all", "cluster_dhcp_lease_time", "%r must be like '12h', '3600' or 'infinite'" % (self.lease_time,))
             self.lease_time = DEFAULT_LEASE_TIME
 
+        self.offset = cv.get("cluster_node_ip_offset", DEFAULT_NODE_IP_OFFSET)
+        if self.offset < 0:
+            self.err("all", "cluster_node_ip_offset", "%r must be a whole number >= 0" % (self.offset,))
+            self.offset = None
+        elif ("all", "cluster_node_ip_offset") in self.typed_badly:
+            self.offset = None
         self.iscsi_port = self._port("cluster_iscsi_port", 3260)
         self.http_port = self._port("cluster_http_port", 80)
 
@@ -264,10 +296,10 @@ class _Planner:
             self.err("all", "cluster_storage_pool", "%r is not a valid ZFS pool name" % (self.pool,))
             self.pool = DEFAULT_POOL
 
-        self.kernel_args = self._str_list("all", "cluster_kernel_args", cv.get("cluster_kernel_args"))
+        self.kernel_args = self._boot_args("all", "cluster_kernel_args", cv.get("cluster_kernel_args"))
 
         # When a cluster-wide setting is broken, nodes that depend on it are not reported again.
-        self.secrets_broken = False
+        self.secrets_broken = ("all", "cluster_chap_secrets") in self.typed_badly
         self.secrets = cv.get("cluster_chap_secrets") or {}
         if not isinstance(self.secrets, Mapping):
             self.err("all", "cluster_chap_secrets", "must be a mapping {node: {secret, mutual_secret, luks_key}}")
@@ -288,7 +320,7 @@ class _Planner:
             self.err("all", "cluster_default_image", "'%s' is not one of cluster_images (%s)"
                      % (self.default_image, ", ".join(sorted(images)) or "none"))
             self.default_image = None
-        self.images_broken = len(self.errors) > errors_before
+        self.images_broken = len(self.errors) > errors_before or ("all", "cluster_images") in self.typed_badly
 
     def _plan_image(self, name, spec) -> None:
         field = "cluster_images"
@@ -298,7 +330,12 @@ class _Planner:
         if not isinstance(spec, Mapping):
             self.err("all", "%s.%s" % (field, name), "must be a mapping with version, size and label")
             return
-        version = str(spec.get("version", "1"))
+        version = spec.get("version", "1")
+        if isinstance(version, (bool, float)):
+            self.err("all", "%s.%s.version" % (field, name), "%r was read by YAML as %s: quote it (version: \"%s\")"
+                     % (version, "a boolean" if isinstance(version, bool) else "a number", version))
+            version = "1"
+        version = str(version)
         if not _VERSION_RE.match(version):
             self.err("all", "%s.%s.version" % (field, name), "%r must be lower case letters, digits, '.' and '-'" % version)
         try:
@@ -342,6 +379,15 @@ class _Planner:
                 address, "network" if address == self.network.network else "broadcast", self.network))
             return None
         return address
+
+    def _boot_args(self, host, field, value) -> list[str]:
+        """Kernel arguments: each reaches the iPXE script and the kernel command line as it is."""
+        args = self._str_list(host, field, value)
+        bad = [a for a in args if not _BOOT_ARG_RE.match(a)]
+        if bad:
+            self.err(host, field, "%s: a kernel argument may use only %s" % (", ".join(repr(a) for a in bad), _BOOT_ARG_HELP))
+            return []
+        return args
 
     def _str_list(self, host, field, value) -> list[str]:
         if value is None:
@@ -455,9 +501,11 @@ class _Planner:
         storage_hosts = sorted(self.storage)
         for node in sorted(self.groups["compute"]):
             hv = self.hostvars.get(node, {})
-            for key in sorted(k for k in hv if isinstance(k, str) and k.startswith("node_") and k not in NODE_VARS):
-                self.err(node, key, "unknown variable (typo?); known: %s" % ", ".join(sorted(NODE_VARS)))
             ok = True
+            if not _HOST_NAME_RE.match(node):
+                self.err(node, "inventory_hostname", "a node's name goes into IQNs, volume names and the kernel command "
+                         "line: use letters, digits, '.', '_' and '-' only")
+                ok = False
 
             hostname = hv.get("node_hostname", node)
             if not isinstance(hostname, str) or not _DNS_LABEL_RE.match(hostname):
@@ -549,7 +597,7 @@ class _Planner:
             # the host name is the unique part of the initiator IQN; an invalid one is already reported
             initiator = self._iqn(node, "initiator_iqn", hostname) if ok or _DNS_LABEL_RE.match(str(hostname)) else None
             ok = ok and initiator is not None
-            kernel_args = self._str_list(node, "node_kernel_args", hv.get("node_kernel_args"))
+            kernel_args = self._boot_args(node, "node_kernel_args", hv.get("node_kernel_args"))
             if not ok or mode not in ROOT_MODES or image is None:
                 continue
 
@@ -610,10 +658,15 @@ class _Planner:
             if index is None:
                 self.err(node, "node_ip", "cannot be derived: the host name has no trailing number; set node_index or node_ip")
                 return None
-            offset = hv.get("cluster_node_ip_offset", self.cv.get("cluster_node_ip_offset", DEFAULT_NODE_IP_OFFSET))
-            if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-                self.err(node, "cluster_node_ip_offset", "%r must be a whole number >= 0" % (offset,))
-                return None
+            if "cluster_node_ip_offset" in hv:  # a group's own offset
+                offset = hv["cluster_node_ip_offset"]
+                if offset < 0:
+                    self.err(node, "cluster_node_ip_offset", "%r must be a whole number >= 0" % (offset,))
+                    return None
+            elif self.offset is None:
+                return None  # reported once, for the cluster
+            else:
+                offset = self.offset
             value = self.network.first + offset + index
             if value >= self.network.last:
                 self.err(node, "node_ip", "derived address (offset %d + index %d) is beyond %s; set node_ip or a smaller "
@@ -767,6 +820,15 @@ class _Planner:
         address = self.cv.get("cluster_http_address")
         if address not in (None, ""):
             address = self._address("all", "cluster_http_address", address)
+            if address is not None and address not in self.prov.values():
+                owner = self.addresses.get(address)
+                if owner is not None:
+                    self.err("all", "cluster_http_address", "%s is already used by %s" % (address, owner))
+                elif self.dhcp_range is not None and self.dhcp_range[0] <= address <= self.dhcp_range[1]:
+                    self.err("all", "cluster_http_address", "%s is inside the dynamic DHCP range %s-%s"
+                             % (address, self.dhcp_range[0], self.dhcp_range[1]))
+                else:
+                    self.addresses[address] = "the HTTP address"
         self.http_host = str(address) if address not in (None, "") else (str(self.prov[first]) if first else None)
         self.http_base = None
         if self.http_host:
@@ -857,6 +919,9 @@ class _Planner:
         self.mutual_user = "%s-storage" % self.name
         if self.gateway is not None:
             self.addresses[self.gateway] = "the gateway"
+            if self.dhcp_range is not None and self.dhcp_range[0] <= self.gateway <= self.dhcp_range[1]:
+                self.err("all", "cluster_boot_gateway", "%s is inside the dynamic DHCP range %s-%s"
+                         % (self.gateway, self.dhcp_range[0], self.dhcp_range[1]))
         self.check_groups()
         self.plan_provisioning()
         self.plan_storage()
@@ -884,6 +949,7 @@ class _Planner:
                 "ntp_server": str(self.prov[sorted(self.prov)[0]]),
                 "syslog_server": str(self.prov[sorted(self.prov)[0]]),
                 "iscsi_port": self.iscsi_port,
+                "http_port": self.http_port,
                 "mutual_chap_user": self.mutual_user,
             },
             "images": self.images,

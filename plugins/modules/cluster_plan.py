@@ -10,37 +10,32 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: cluster_plan
-short_description: Compute the whole diskless cluster plan from the inventory
+short_description: Validate the whole inventory as one diskless cluster plan
 version_added: 0.1.0
 description:
-  - Reads the inventory groups C(provisioning), C(storage) and C(compute) and their variables, validates
-    everything at once and derives the single plan every role of the collection works from, see
-    U(https://example.invalid/diskless/cluster/docs/plan.md).
-  - Per compute node it derives the normalised MAC, the IP address (allocated deterministically from the
-    boot network unless given), the initiator IQN, the target IQNs, volume names and their placement
-    across storage hosts (rendezvous hashing; the two halves of a C(mirror) root on two different hosts),
-    LUN ids, CHAP user names, the iPXE boot script and the per-node initramfs configuration.
-  - Per storage host it lists the golden volumes, node volumes and iSCSI exports with their ACLs; per
-    provisioning host the DHCP reservations and per-MAC boot files.
-  - The plan is stable. A node's addresses, names and placement depend only on its own variables and on
-    the set of storage hosts, so adding, removing or reordering nodes never changes another node.
+  - Reads the inventory groups C(provisioning), C(storage) and C(compute) and the variables the collection
+    declares (the schema of U(https://example.invalid/diskless/cluster/docs/plan.md)), validates everything
+    at once and derives the plan: per node its MAC, address, IQNs, volumes and their placement across the
+    storage hosts, LUN ids, CHAP user names, iPXE script and initramfs file; per storage host its volumes and
+    exports; per provisioning host its DHCP reservations and boot files.
   - If the inventory has problems, the task fails once with one line per problem, naming the host and the
-    variable, before any host is changed. Run it first, with C(ignore_errors=false) and
-    C(any_errors_fatal), so nothing is touched when the plan is invalid.
+    variable, before any host is changed. Run it first, with C(run_once) and C(any_errors_fatal).
+  - Cluster variables (C(cluster_*)) are read, templated, from every planned host and must have one value
+    (only C(cluster_node_ip_offset) may differ per group); vault indirections plan like literal values.
+  - Only declared variables are read. Variables of other roles are ignored, even with the same prefix
+    (C(node_exporter_version)); a name one or two keystrokes away from a declared one is reported with the
+    name it probably means.
+  - It sets no fact. Each host takes its own part of the plan with M(diskless.cluster.plan_slice), which is
+    what the roles do; this task only validates and summarises (and returns the plan without secrets with
+    O(redact=true)).
   - This is an action plugin; it runs on the controller only and never connects to a host.
-  - The plan holds CHAP secrets and LUKS keys; use C(no_log) on the task, or O(redact=true) to print it.
 options:
   redact:
     description:
-      - Replace every secret in the returned plan (CHAP secrets, LUKS keys, secret boot files) with C(********).
-      - Use it to print or inspect the plan; roles need the unredacted plan.
+      - Return the whole plan, every secret (CHAP secrets, LUKS keys, secret boot files) replaced by C(********),
+        in RV(plan). Register the result to print or inspect it.
     type: bool
     default: false
-  fact:
-    description:
-      - Name of the fact the plan is stored in, on every host of the play when used with C(run_once).
-    type: str
-    default: cluster_plan
 extends_documentation_fragment:
   - diskless.cluster.attributes
   - diskless.cluster.attributes.ACTION
@@ -61,57 +56,61 @@ attributes:
 requirements:
   - netaddr (on the controller)
 seealso:
+  - module: diskless.cluster.plan_slice
   - name: The plan contract
-    description: Every field of the plan and every inventory variable the planner reads.
+    description: Every inventory variable and every field of the plan.
     link: https://example.invalid/diskless/cluster/docs/plan.md
 author:
   - diskless.cluster developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
-- name: Compute the cluster plan once; every host of the play gets the fact cluster_plan
-  diskless.cluster.cluster_plan:
-  run_once: true
-  no_log: true
-
-- name: Print the plan without secrets
+- name: Validate the inventory before any host is changed
   hosts: all
   gather_facts: false
   any_errors_fatal: true
   tasks:
+    - name: Plan the cluster
+      diskless.cluster.cluster_plan:
+      run_once: true
+
+- name: Print the plan without secrets
+  hosts: localhost
+  gather_facts: false
+  tasks:
     - name: Compute a redacted plan
       diskless.cluster.cluster_plan:
         redact: true
-        fact: cluster_plan_redacted
-      run_once: true
+      register: plan
 
     - name: Show it
       ansible.builtin.debug:
-        var: cluster_plan_redacted
-      run_once: true
+        var: plan.plan
 """
 
 RETURN = r"""
-ansible_facts:
-  description: The plan, under the name given by O(fact).
-  returned: success
-  type: dict
-  contains:
-    cluster_plan:
-      description: The plan; see the plan contract for every key.
-      type: dict
-      sample:
-        version: 1
-        cluster: {name: lab, domain: lab.example.org, iqn_authority: iqn.2026-11.org.example.lab}
-        images: {}
-        nodes: {}
-        storage: {}
-        provisioning: {}
 summary:
   description: Counts of what the plan holds.
   returned: success
   type: dict
   sample: {nodes: 6, storage_hosts: 2, provisioning_hosts: 1, exports: 9, root_modes: {iscsi: 2, mirror: 2, image: 2}}
+images:
+  description: The images of the plan (no secret), for the image builder.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{name: debian12, version: "1", size_bytes: 2147483648, label: dlroot, http_path: /images/debian12/1}]
+plan:
+  description: The whole plan with every secret masked; see the plan contract for every key.
+  returned: success and O(redact=true)
+  type: dict
+  sample:
+    version: 1
+    cluster: {name: lab, domain: lab.example.org, iqn_authority: iqn.2026-11.org.example.lab}
+    images: {}
+    nodes: {}
+    storage: {}
+    provisioning: {}
 errors:
   description: "One line per problem, C(<host>: <variable>: <problem>), when the inventory is invalid."
   returned: failure

@@ -76,6 +76,7 @@ def test_base_plan_shape():
         "ntp_server": "10.77.0.2",
         "syslog_server": "10.77.0.2",
         "iscsi_port": 3260,
+        "http_port": 80,
         "mutual_chap_user": "lab-storage",
     }
     assert plan["images"]["debian12"] == {
