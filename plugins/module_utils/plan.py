@@ -43,20 +43,20 @@ SECRET_MASK = "********"
 CLUSTER_VARS = frozenset(schema.names("cluster"))
 NODE_VARS = frozenset(schema.names("compute"))
 # What may reach an iPXE script or a kernel command line as given: no quotes, blanks, shell or iPXE syntax.
-_BOOT_ARG_RE = re.compile(r"^[A-Za-z0-9._,:=/+@%-]+$")
+_BOOT_ARG_RE = re.compile(r"^[A-Za-z0-9._,:=/+@%-]+\Z")
 _BOOT_ARG_HELP = "letters, digits and . _ , : = / + @ % - (no blanks, quotes, $, ;, #, &, | or braces)"
-_HOST_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,252}[A-Za-z0-9])?$")
+_HOST_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,252}[A-Za-z0-9])?\Z")
 
-_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_DNS_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-_IQN_RE = re.compile(r"^iqn\.[0-9]{4}-(0[1-9]|1[0-2])\.[a-z0-9.:-]+$")
-_IQN_DATE_RE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+_DNS_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+_IQN_RE = re.compile(r"^iqn\.[0-9]{4}-(0[1-9]|1[0-2])\.[a-z0-9.:-]+\Z")
+_IQN_DATE_RE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])\Z")
 _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)(i?B)?\s*$", re.IGNORECASE)
-_SECRET_RE = re.compile(r"^[A-Za-z0-9!#%+,./:=?@^_~-]+$")
-_VERSION_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,31}$")
-_POOL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,254}$")
+_SECRET_RE = re.compile(r"^[A-Za-z0-9!#%+,./:=?@^_~-]+\Z")
+_VERSION_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,31}\Z")
+_POOL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,254}\Z")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
-_CANONICAL_MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
+_CANONICAL_MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}\Z")
 _TRAILING_DIGITS = re.compile(r"([0-9]+)$")
 _SERIAL_NAMESPACE = uuid.UUID("6f0b8a52-8f3e-4c55-9d0e-5e7c1f6a2b10")
 
@@ -278,7 +278,7 @@ class _Planner:
                         self.dhcp_range = (first, last)
 
         self.lease_time = cv.get("cluster_dhcp_lease_time", DEFAULT_LEASE_TIME)
-        if not (isinstance(self.lease_time, str) and re.match(r"^([0-9]+[smhdw]?|infinite)$", self.lease_time)):
+        if not (isinstance(self.lease_time, str) and re.match(r"^([0-9]+[smhdw]?|infinite)\Z", self.lease_time)):
             self.err("all", "cluster_dhcp_lease_time", "%r must be like '12h', '3600' or 'infinite'" % (self.lease_time,))
             self.lease_time = DEFAULT_LEASE_TIME
 
@@ -344,7 +344,7 @@ class _Planner:
             self.err("all", "%s.%s.size" % (field, name), "%r %s" % (spec.get("size"), exc))
             size = None
         label = spec.get("label", "dlroot")
-        if not isinstance(label, str) or not re.match(r"^[A-Za-z0-9_-]{1,16}$", label):
+        if not isinstance(label, str) or not re.match(r"^[A-Za-z0-9_-]{1,16}\Z", label):
             self.err("all", "%s.%s.label" % (field, name), "%r must be 1-16 letters, digits, '_' or '-' (an ext4 label)" % (label,))
         self.images[name] = {
             "name": name,
