@@ -1,0 +1,115 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The slice contract: every part of a host's slice that a module takes is exactly that module's arguments,
+and a slice holds nothing of another host."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import pytest
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from plan_base import BASE_CLUSTER, inventory
+
+from ansible_collections.diskless.cluster.plugins.module_utils.plan import build_plan
+from ansible_collections.diskless.cluster.plugins.module_utils.plan_slice import (SLICE_MODULES, SliceError, host_slice,
+                                                                                  storage_partners)
+
+# what the roles add to a part (arguments that are role settings, not plan data)
+ROLE_SUPPLIED = {"file_set": {"path": "/srv/tftp"}}
+
+
+class _Captured(Exception):
+    pass
+
+
+def module_spec(name, monkeypatch):
+    """The argument_spec (and constraints) a module hands AnsibleModule, taken from its real main()."""
+    module = importlib.import_module("ansible_collections.diskless.cluster.plugins.modules.%s" % name)
+    seen = {}
+
+    def fake(**kwargs):
+        seen.update(kwargs)
+        raise _Captured
+
+    monkeypatch.setattr(module, "AnsibleModule", fake)
+    with pytest.raises(_Captured):
+        module.main()
+    return seen
+
+
+def plans():
+    # the base inventory, plus LUKS, a pinned mirror and extra ZFS settings
+    yield "base", build_plan(*inventory()), None
+    secrets = dict(BASE_CLUSTER["cluster_chap_secrets"])
+    secrets["node001"] = dict(secrets["node001"], luks_key="node001-luks-key-0123")
+    yield "luks", build_plan(*inventory(cluster={"cluster_chap_secrets": secrets},
+                                        hosts={"node001": {"node_luks": True, "node_root_size": "4G"},
+                                               "node002": {"node_storage": ["sch2", "sch1"]}})), \
+        {"volblocksize": "", "golden_properties": {"compression": "zstd"}, "node_properties": {"sync": "always"},
+         "golden_snapshot": "false", "golden_readonly": "no"}
+
+
+@pytest.mark.parametrize("name, plan, defaults", list(plans()), ids=lambda x: x if isinstance(x, str) else "")
+def test_every_part_a_module_takes_is_valid_arguments_of_it(name, plan, defaults, monkeypatch):
+    checked = 0
+    for host in sorted(set(plan["storage"]) | set(plan["provisioning"]) | set(plan["nodes"])):
+        part_of = host_slice(plan, host, defaults)
+        for part, module in SLICE_MODULES.get(part_of["role"], {}).items():
+            spec = module_spec(module, monkeypatch)
+            params = dict(ROLE_SUPPLIED.get(module, {}), **part_of[part])
+            assert set(part_of[part]) <= set(spec["argument_spec"]), (host, part)
+            validator = ArgumentSpecValidator(spec["argument_spec"], **{k: v for k, v in spec.items() if k.startswith(
+                ("mutually_exclusive", "required_together", "required_one_of", "required_if", "required_by"))})
+            result = validator.validate(params)
+            assert not result.error_messages, (host, part, result.error_messages)
+            assert not result.unsupported_parameters, (host, part, result.unsupported_parameters)
+            checked += 1
+    assert checked == 2 * len(plan["storage"]) + 3 * len(plan["provisioning"])
+
+
+def test_storage_volumes_follow_the_role_settings():
+    plan = build_plan(*inventory())
+    plain = host_slice(plan, "sch1")["zvol"]["volumes"]
+    golden = [v for v in plain if "origin" not in v][0]
+    assert golden == {"name": "tank/golden/debian12", "size": 2147483648, "sparse": True, "volblocksize": "16K",
+                      "properties": {"readonly": "on"}, "snapshots": ["v1"]}
+    tuned = host_slice(plan, "sch1", {"volblocksize": "", "golden_readonly": False, "golden_snapshot": False,
+                                      "node_properties": {"sync": "always"}})["zvol"]["volumes"]
+    golden = [v for v in tuned if "origin" not in v][0]
+    assert "volblocksize" not in golden and golden["snapshots"] == [] and golden["properties"] == {}
+    assert all(v["properties"]["sync"] == "always" for v in tuned if "origin" in v)
+    shared = [v for v in tuned if v["name"].startswith("tank/shared/")]
+    assert shared and all(v["properties"]["readonly"] == "on" for v in shared)
+    with pytest.raises(SliceError, match="volume_defaults: unknown key"):
+        host_slice(plan, "sch1", {"blocksize": "8K"})
+
+
+def test_a_slice_holds_nothing_of_another_host():
+    plan = build_plan(*inventory())
+    secrets = {(n, k): v for n, e in BASE_CLUSTER["cluster_chap_secrets"].items() for k, v in e.items()}
+    for node in plan["nodes"]:
+        text = json.dumps(host_slice(plan, node))
+        assert not [k for k, v in secrets.items() if v in text], node          # a node: no secret at all
+        others = [n for n in plan["nodes"] if n != node]
+        assert not [n for n in others if n in text], node                      # nor another node's name
+    for host in plan["storage"]:
+        part = host_slice(plan, host)
+        served = {a["node"] for e in part["lio_iscsi"]["exports"] for a in e["acls"]}
+        text = json.dumps(part)
+        assert {n for (n, _), v in secrets.items() if v in text} == served
+        assert all(v["name"].startswith("tank/") for v in part["zvol"]["volumes"])
+        assert {p["storage_host"] for n in served for p in plan["nodes"][n]["paths"]} >= {host}
+
+
+def test_partners_are_the_hosts_holding_the_other_paths():
+    plan = build_plan(*inventory())
+    assert storage_partners(plan, "sch1") == host_slice(plan, "sch1")["partners"]
+    partners = {p["host"]: p for p in storage_partners(plan, "sch1")}
+    assert set(partners) == {"sch2"} and partners["sch2"]["pool"] == "tank"
+    assert set(partners["sch2"]["modes"]) == {"mirror", "image"}
+
+
+def test_a_host_outside_the_groups_has_no_slice():
+    with pytest.raises(SliceError, match="in none of the groups"):
+        host_slice(build_plan(*inventory()), "localhost")
