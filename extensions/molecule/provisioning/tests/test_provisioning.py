@@ -3,7 +3,7 @@
 
 Runs after converge, idempotence and side_effect.yml (which took client1's first lease, tried a broken
 dnsmasq option, added node003 and re-ran the role). Expected values come from the real planner's
-output (plan.json written by side_effect.yml), never from copies in this file.
+output (slices.json written by side_effect.yml), never from copies in this file.
 """
 
 from __future__ import annotations
@@ -31,7 +31,16 @@ BASE = "http://%s" % IPS_IP
 
 @pytest.fixture(scope="module")
 def plan():
-    return json.loads((EPHEMERAL / "plan.json").read_text())
+    """What the plan gave the provisioning host and the nodes (their slices, written by side_effect.yml)."""
+    slices = json.loads((EPHEMERAL / "slices.json").read_text())
+    ips = next(s for s in slices.values() if s["role"] == "provisioning")
+    nodes = {}
+    for node in ips["nodes"]:
+        mac = node["mac_hyphen"]
+        nodes[node["name"]] = dict(node, ip=slices[node["name"]]["ip"],
+                                   boot_script=ips["restricted"]["files"][mac + ".ipxe"],
+                                   initramfs_conf=ips["restricted"]["secret_files"][mac + ".conf"])
+    return {"cluster": ips["cluster"], "nodes": nodes, "images": {i["name"]: i for i in ips["images"]}}
 
 
 def host(name):
