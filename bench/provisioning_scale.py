@@ -39,7 +39,7 @@ NETWORK = "diskless-bench-%s" % _CHECKOUT
 CONTAINER = "diskless-bench-%s-ips1" % _CHECKOUT
 IPS_IP = "10.80.0.2"
 PER_NODE_TASKS = (
-    "Take this host's per-node sets from the plan",
+    "Take this host's slice of the cluster plan",
     "Install the per-node public boot files",
     "Install the per-node files restricted to each node's address",
     "Install the DHCP reservations",
