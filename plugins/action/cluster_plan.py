@@ -49,7 +49,7 @@ class ActionModule(ActionBase):
         result.update(
             changed=False,
             images=[{k: i[k] for k in ("name", "version", "size_bytes", "label", "http_path")}
-                    for _, i in sorted(plan["images"].items())],
+                    for i in (plan["images"][name] for name in sorted(plan["images"]))],
             summary={
                 "nodes": len(plan["nodes"]),
                 "storage_hosts": len(plan["storage"]),

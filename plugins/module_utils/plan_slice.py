@@ -158,13 +158,13 @@ def _provisioning(plan, host):
                                             "dhcp_range", "dhcp_lease_time", "http_base", "http_port", "provisioning_ip",
                                             "ntp_server", "syslog_server")},
         "images": [{"name": i["name"], "version": i["version"], "http_path": i["http_path"],
-                    "bundle": "%s/%s" % (i["name"], i["version"])} for _, i in sorted(plan["images"].items())],
+                    "bundle": "%s/%s" % (i["name"], i["version"])} for i in (plan["images"][name] for name in sorted(plan["images"]))],
         "public": {"files": public},
         "restricted": {"files": restricted, "secret_files": secret},
         "allow": allow,
         "reservations": {"files": {h["file"]: h["line"] + "\n" for h in spec["dhcp_hosts"]}},
         "nodes": [{"name": n["name"], "mac_hyphen": n["mac_hyphen"], "index": n["index"]}
-                  for _, n in sorted(plan["nodes"].items())],
+                  for n in (plan["nodes"][name] for name in sorted(plan["nodes"]))],
     }
 
 

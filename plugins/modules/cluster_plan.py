@@ -15,9 +15,9 @@ version_added: 0.1.0
 description:
   - Reads the inventory groups C(provisioning), C(storage) and C(compute) and the variables the collection
     declares (the schema of U(https://example.invalid/diskless/cluster/docs/plan.md)), validates everything
-    at once and derives the plan: per node its MAC, address, IQNs, volumes and their placement across the
+    at once and derives the plan (per node its MAC, address, IQNs, volumes and their placement across the
     storage hosts, LUN ids, CHAP user names, iPXE script and initramfs file; per storage host its volumes and
-    exports; per provisioning host its DHCP reservations and boot files.
+    exports; per provisioning host its DHCP reservations and boot files).
   - If the inventory has problems, the task fails once with one line per problem, naming the host and the
     variable, before any host is changed. Run it first, with C(run_once) and C(any_errors_fatal).
   - Cluster variables (C(cluster_*)) are read, templated, from every planned host and must have one value

@@ -98,7 +98,7 @@ def gather(hostvars, groups, only=None):
             if outside:
                 cluster_vars[key] = max(outside, key=lambda item: len(item[1]))[0]
             continue
-        having = {h for _, hs in values.values() for h in hs}
+        having = {h for pair in values.values() for h in pair[1]}
         if len(values) > 1 or len(having) < len(per_host):
             secret = schema.BY_NAME[key].secret
             parts = ["%s on %s" % ("one value" if secret else repr(v), _hosts(hs)) for v, hs in values.values()]

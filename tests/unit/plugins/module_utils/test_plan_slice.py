@@ -97,7 +97,7 @@ def test_a_slice_holds_nothing_of_another_host():
         part = host_slice(plan, host)
         served = {a["node"] for e in part["lio_iscsi"]["exports"] for a in e["acls"]}
         text = json.dumps(part)
-        assert {n for (n, _), v in secrets.items() if v in text} == served
+        assert {key[0] for key, v in secrets.items() if v in text} == served
         assert all(v["name"].startswith("tank/") for v in part["zvol"]["volumes"])
         assert {p["storage_host"] for n in served for p in plan["nodes"][n]["paths"]} >= {host}
 
