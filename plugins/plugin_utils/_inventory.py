@@ -44,6 +44,31 @@ def plain(value):
     return value
 
 
+_NOT_LITERAL = object()
+_JINJA = ("{{", "{%", "{#")
+
+
+def _literal(value):
+    """``value`` as plain data when nothing in it is a template (templating a literal 1,000-entry mapping costs
+    ~0.1 s in ansible-core 2.19), else _NOT_LITERAL."""
+    if isinstance(value, str):
+        return _NOT_LITERAL if any(mark in value for mark in _JINJA) else str(value)
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            v = _literal(v)
+            if v is _NOT_LITERAL or not isinstance(k, str) or any(mark in k for mark in _JINJA):
+                return _NOT_LITERAL
+            out[str(k)] = v
+        return out
+    if isinstance(value, (list, tuple)):
+        out = [_literal(v) for v in value]
+        return _NOT_LITERAL if any(v is _NOT_LITERAL for v in out) else out
+    if isinstance(value, (bool, int, float)) or value is None:
+        return plain(value)
+    return _NOT_LITERAL
+
+
 def _key(value):
     return json.dumps(value, sort_keys=True, default=str)
 
@@ -60,11 +85,16 @@ def gather(hostvars, groups, only=None):
     per_host = {}
     seen = {}        # cluster variable -> {value key: (value, [hosts])}
     unknown = set()  # undeclared cluster_* names
+    # A cluster variable set once (group_vars/all, -e) has the same raw (untemplated) value on every host:
+    # template and compare each distinct raw value once, not once per host (cluster_chap_secrets has an entry
+    # per node: templated per host it would cost O(n^2)). Raw values compare in C, with no templating.
+    once = {}        # variable -> [(raw value, plain value, comparison key)]
     for group in GROUPS:
         for host in wanted[group]:
             if host in per_host:
                 continue  # in two groups: the planner says so
             hv = hostvars[host]
+            raw = getattr(hv, "_vars", None)  # HostVarsVars' untemplated variables (only used as a cache key)
             picked = {}
             for key in list(hv):
                 if not isinstance(key, str):
@@ -77,13 +107,24 @@ def gather(hostvars, groups, only=None):
                         else:
                             picked[key] = None  # by name only
                     continue
-                try:
-                    value = plain(hv[key])
-                except AnsibleError as exc:
-                    errors.append("%s: %s: cannot be templated: %s" % (host, key, str(exc).splitlines()[0]))
-                    continue
+                cached = None
+                if key in _CLUSTER and raw is not None and key in raw:
+                    cached = next((c for c in once.get(key, ()) if c[0] is raw[key] or c[0] == raw[key]), None)
+                if cached is not None:
+                    value, compared = cached[1], cached[2]
+                else:
+                    try:
+                        value = _literal(raw[key]) if raw is not None and key in raw else _NOT_LITERAL
+                        if value is _NOT_LITERAL:
+                            value = plain(hv[key])
+                    except AnsibleError as exc:
+                        errors.append("%s: %s: cannot be templated: %s" % (host, key, str(exc).splitlines()[0]))
+                        continue
+                    compared = _key(value) if key in _CLUSTER else None
+                    if key in _CLUSTER and raw is not None and key in raw:
+                        once.setdefault(key, []).append((raw[key], value, compared))
                 if key in _CLUSTER:
-                    seen.setdefault(key, {}).setdefault(_key(value), (value, []))[1].append(host)
+                    seen.setdefault(key, {}).setdefault(compared, (value, []))[1].append(host)
                     if key in _PER_GROUP and group == "compute":
                         picked[key] = value
                     continue

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[4]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -154,8 +155,21 @@ def test_templated_and_vault_indirected_cluster_variables_plan_like_literal_ones
     templated = write_inventory(tmp_path, "templated", reordered)
     (templated / "group_vars" / "all" / "vault.yml").write_text(vault)
     (templated / "group_vars" / "all" / "cluster.yml").write_text(cluster)
+    # and one secret encrypted inline with ansible-vault
+    password = tmp_path / "vault-password"
+    password.write_text("bench-only-password\n")
+    secret = yaml.safe_load(vault.replace("vault_cluster_chap_secrets:", "x:"))["x"]["node001"]["secret"]
+    encrypted = subprocess.run(["ansible-vault", "encrypt_string", "--vault-password-file", str(password), secret,
+                                "--name", "node_chap_secret"], capture_output=True, text=True, check=True).stdout
+    host_vars = templated / "host_vars"
+    host_vars.mkdir()
+    (host_vars / "node001.yml").write_text(encrypted)
     proc_a, out_a, held_a = slices_of(literal, tmp_path)
-    proc_b, out_b, held_b = slices_of(templated, tmp_path)
+    os.environ["ANSIBLE_VAULT_PASSWORD_FILE"] = str(password)
+    try:
+        proc_b, out_b, held_b = slices_of(templated, tmp_path)
+    finally:
+        del os.environ["ANSIBLE_VAULT_PASSWORD_FILE"]
     assert proc_a.returncode == 0 and proc_b.returncode == 0, json.dumps(out_b)[-3000:]
     assert sorted(held_a) == sorted(held_b) == ["gpu01", "gpu02", "ips1", "node001", "node002", "node003",
                                                 "node004", "node005", "node006", "sch1", "sch2"]
@@ -184,8 +198,6 @@ def test_no_host_holds_another_hosts_secret_and_no_plan_data_is_a_fact(tmp_path)
         os.environ.clear()
         os.environ.update(os.environ_backup)
     assert proc.returncode == 0, json.dumps(out)[-3000:]
-    import yaml
-
     secrets = yaml.safe_load((EXAMPLE / "group_vars" / "all" / "vault.yml").read_text())["cluster_chap_secrets"]
     owned = {node: set(values.values()) for node, values in secrets.items()}
     every = set().union(*owned.values())
