@@ -10,9 +10,9 @@ reboot to its first answer after it (LIO restored on the slot that stays). Also 
 and the SSH outage (what Ansible sees).
 
 Runs INSIDE the dl-ab namespace, with DL_CACHE=/root/.cache/dl-ab (docs/ab_update.md):
-    hack/lab.sh -i inventories/lab-ab up
-    hack/lab.sh -i inventories/lab-ab exec -- python3 bench/ab_update.py [--runs N]
-    hack/lab.sh -i inventories/lab-ab exec -- python3 bench/ab_update.py --ci   # one of each, --reuse
+    python3 -m lab -i inventories/lab-ab up
+    python3 -m lab -i inventories/lab-ab exec -- python3 bench/ab_update.py [--runs N]
+    python3 -m lab -i inventories/lab-ab exec -- python3 bench/ab_update.py --ci   # one of each, --reuse
 The first run also does the A/B first install (a few minutes), as the lab tests do. With --reuse (implied by
 --ci) the update and rollback that tests/lab_ab/test_ab_update.py measured on this lab (lab/run/measurements.json,
 gone with `down`) are printed instead of being done again; only what is missing is measured.
@@ -72,7 +72,7 @@ def main() -> int:
     args = ap.parse_args()
     runs = 1 if args.ci else max(1, args.runs)
     if lab_netns() == "dl-lab" or not in_lab_netns():
-        sys.exit("ab_update: run inside the A/B lab namespace: DL_CACHE=/root/.cache/dl-ab hack/lab.sh "
+        sys.exit("ab_update: run inside the A/B lab namespace: DL_CACHE=/root/.cache/dl-ab python3 -m lab "
                  "-i inventories/lab-ab exec -- python3 bench/ab_update.py")
     measured = {}
     if (args.reuse or args.ci) and measurements_file().exists():
