@@ -13,9 +13,10 @@ containers of a lab inventory on a private bridge in a network namespace.
     exec -- CMD...                    run CMD inside the lab namespace
     console HOST                      print a VM's serial console log
 
-Standard library only; runs as root. Caches live under $DL_CACHE (default ~/.cache/diskless-cluster):
-images in images/<name>-<hash>/ (or $DL_IMAGE_CACHE: a second lab reuses the first one's images), the lab's
-SSH keys in lab/ssh/, run state in lab/run/, serial console logs in lab/logs/. See docs/lab.md.
+Standard library and the collection's image builder (plugins/module_utils/image.py); runs as root. Caches
+live under $DL_CACHE (default ~/.cache/diskless-cluster): images in images/<name>-<hash>/ (or $DL_IMAGE_CACHE:
+a second lab reuses the first one's images), the lab's SSH keys in lab/ssh/, run state in lab/run/, serial
+console logs in lab/logs/. See docs/lab.md.
 """
 
 from __future__ import annotations

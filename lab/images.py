@@ -1,6 +1,7 @@
 """Lab VM images: a recipe (lab/images/NAME.toml + the hooks and files it names), its cache key, and the
-build (mmdebstrap into a directory, checks, then vmlinuz + initrd.img + a sparse ext4 disk.raw) into
-$DL_CACHE/images/NAME-HASH/ (or $DL_IMAGE_CACHE)."""
+build into $DL_CACHE/images/NAME-HASH/ (or $DL_IMAGE_CACHE): mmdebstrap into a directory and mkfs.ext4 of a
+sparse disk.raw through the collection's image builder (plugins/module_utils/image.py, which also builds the
+compute nodes' bundles), the lab's checks, vmlinuz + initrd.img."""
 
 from __future__ import annotations
 
@@ -16,12 +17,20 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.diskless.cluster.plugins.module_utils import image as builder
+
 from lab.paths import IMAGES_SRC, REPO, Paths
 from lab.ssh import ensure_ssh_keys
 from lab.util import die, flock, log, parse_size, require_root, run, tail
 
 # Bump when the way a recipe is turned into an image changes (not the recipe itself: that is hashed).
 IMAGE_BUILDER_VERSION = 1
+# dpkg filters of a lab image (no docs, man pages, locales; copyright files stay)
+DPKG_OPTIONS = tuple(f"path-exclude={pattern}" for pattern in (
+    "/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*", "/usr/share/lintian/*")) \
+    + ("path-include=/usr/share/doc/*/copyright",)
+# mkfs.ext4 -m: what mke2fs reserves for root by default (the node bundles reserve 1 %)
+RESERVED_PERCENT = 5
 
 
 @dataclasses.dataclass
@@ -139,14 +148,6 @@ def build_image(p: Paths, name: str, force: bool = False) -> tuple[Image, bool]:
 
 def _mmdebstrap(p: Paths, recipe: Recipe, rootfs: Path, blog: Path) -> None:
     d = recipe.data
-    argv = ["mmdebstrap", "--mode=root", f"--variant={d.get('variant', 'minbase')}",
-            f"--components={','.join(d['components'])}", f"--include={','.join(d['packages'])}",
-            "--aptopt=APT::Install-Recommends \"false\"",
-            "--aptopt=APT::Install-Suggests \"false\""]
-    for pattern in ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*",
-                    "/usr/share/lintian/*"):
-        argv.append(f"--dpkgopt=path-exclude={pattern}")
-    argv.append("--dpkgopt=path-include=/usr/share/doc/*/copyright")
     # Baked files and the lab keys first, then the recipe's hooks (in order).
     installs = [(src, dst, "0644") for dst, src in sorted(recipe.files.items())]
     installs += [
@@ -154,13 +155,13 @@ def _mmdebstrap(p: Paths, recipe: Recipe, rootfs: Path, blog: Path) -> None:
         (p.host_key, "/etc/ssh/ssh_host_ed25519_key", "0600"),
         (p.host_key.with_suffix(".pub"), "/etc/ssh/ssh_host_ed25519_key.pub", "0644"),
     ]
-    for src, dst, mode in installs:
-        argv.append("--customize-hook=install -D -m " + mode + " " + shlex.quote(str(src))
-                    + ' "$1"' + shlex.quote(dst))
-    argv.append('--customize-hook=chmod 0700 "$1/root/.ssh"')
-    for hook in recipe.hooks:
-        argv.append(f'--customize-hook=bash {shlex.quote(str(hook))} "$1"')
-    argv += [d["suite"], str(rootfs), d["mirror"]]
+    hooks = [("customize", f"install -D -m {mode} {shlex.quote(str(src))} \"$1\"{shlex.quote(dst)}")
+             for src, dst, mode in installs]
+    hooks.append(("customize", 'chmod 0700 "$1/root/.ssh"'))
+    hooks += [("customize", f'bash {shlex.quote(str(hook))} "$1"') for hook in recipe.hooks]
+    argv = builder.bootstrap_argv("mmdebstrap", d["suite"], str(rootfs), d["mirror"], d.get("variant", "minbase"),
+                                  d["components"], d["packages"], apt_options=builder.APT_OPTIONS,
+                                  dpkg_options=DPKG_OPTIONS, hooks=hooks)
     with open(blog, "w") as fh:
         fh.write("# " + shlex.join(argv) + "\n")
         fh.flush()
@@ -204,7 +205,7 @@ def _assemble(recipe: Recipe, rootfs: Path, work: Path, build_id: str) -> dict[s
     size = parse_size(recipe.data["disk_size"], f"{recipe.name}: disk_size")
     with open(disk, "wb") as fh:
         fh.truncate(size)
-    run(["mkfs.ext4", "-q", "-F", "-L", f"dl-{recipe.name}"[:16], "-d", str(rootfs), str(disk)],
+    run(builder.mkfs_argv("mkfs.ext4", f"dl-{recipe.name}"[:16], str(rootfs), str(disk), RESERVED_PERCENT),
         what=f"image build failed: mkfs.ext4 of {recipe.name} (disk_size {recipe.data['disk_size']} "
              "too small for the tree?)", capture=True)
     return {

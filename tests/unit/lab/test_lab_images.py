@@ -7,6 +7,7 @@ the images bumps IMAGE_BUILDER_VERSION instead)."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,33 @@ def test_a_recipe_names_what_is_missing(tmp_path: Path, monkeypatch: pytest.Monk
                      "files: 'etc/x': must be an absolute path in the image"]
     with pytest.raises(LabError, match="no image recipe 'nope'.*known images: bad"):
         images.Recipe.load("nope")
+
+
+def test_the_build_runs_mmdebstrap_through_the_collections_builder(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lab image's mmdebstrap command line (built by plugins/module_utils/image.py): the recipe's packages,
+    no docs, the baked files and the lab's keys installed first, then the recipe's hooks in order."""
+    src = recipes(tmp_path, monkeypatch, copy_repo=False)
+    (src / "pin.toml").write_text(PIN_RECIPE)
+    (src / "hooks" / "a.sh").write_text("#!/bin/sh\necho a\n")
+    (src / "files" / "x.conf").write_text("x = 1\n")
+    p = lab_keys(tmp_path)
+    calls: list[list[str]] = []
+    monkeypatch.setattr(images.subprocess, "run",
+                        lambda argv, **kw: calls.append(argv) or subprocess.CompletedProcess(argv, 0))
+    images._mmdebstrap(p, images.Recipe.load("pin"), tmp_path / "rootfs", tmp_path / "build.log")
+    assert calls == [[
+        "mmdebstrap", "--mode=root", "--format=directory", "--variant=minbase", "--components=main",
+        '--aptopt=APT::Install-Recommends "false"', '--aptopt=APT::Install-Suggests "false"',
+        "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/info/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
+        "--dpkgopt=path-exclude=/usr/share/lintian/*", "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+        "--include=linux-image-amd64,openssh-server",
+        f'--customize-hook=install -D -m 0644 {src}/files/x.conf "$1"/etc/x.conf',
+        f'--customize-hook=install -D -m 0600 {p.ssh_key}.pub "$1"/root/.ssh/authorized_keys',
+        f'--customize-hook=install -D -m 0600 {p.host_key} "$1"/etc/ssh/ssh_host_ed25519_key',
+        f'--customize-hook=install -D -m 0644 {p.host_key}.pub "$1"/etc/ssh/ssh_host_ed25519_key.pub',
+        '--customize-hook=chmod 0700 "$1/root/.ssh"',
+        f'--customize-hook=bash {src}/hooks/a.sh "$1"',
+        "bookworm", str(tmp_path / "rootfs"), "http://deb.debian.org/debian",
+    ]]
