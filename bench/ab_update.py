@@ -10,12 +10,12 @@ reboot to its first answer after it (LIO restored on the slot that stays). Also 
 and the SSH outage (what Ansible sees).
 
 Runs INSIDE the dl-ab namespace, with DL_CACHE=/root/.cache/dl-ab (docs/ab_update.md):
-    python3 lab/labctl.py -i inventories/lab-ab up
-    python3 lab/labctl.py -i inventories/lab-ab exec -- python3 bench/ab_update.py [--runs N]
-    python3 lab/labctl.py -i inventories/lab-ab exec -- python3 bench/ab_update.py --ci   # one of each, --reuse
+    python3 -m lab -i inventories/lab-ab up
+    python3 -m lab -i inventories/lab-ab exec -- python3 bench/ab_update.py [--runs N]
+    python3 -m lab -i inventories/lab-ab exec -- python3 bench/ab_update.py --ci   # one of each, --reuse
 The first run also does the A/B first install (a few minutes), as the lab tests do. With --reuse (implied by
 --ci) the update and rollback that tests/lab_ab/test_ab_update.py measured on this lab (lab/run/measurements.json,
-gone with `labctl down`) are printed instead of being done again; only what is missing is measured.
+gone with `down`) are printed instead of being done again; only what is missing is measured.
 """
 
 from __future__ import annotations
@@ -29,15 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("DL_LAB_INVENTORY", str(REPO / "inventories" / "lab-ab"))
-sys.path.insert(0, str(REPO / "tests" / "lab"))
-sys.path.insert(0, str(REPO / "tests" / "lab_ab"))
-
-import lab_support  # noqa: E402
-from lab_support import measurements_file  # noqa: E402
-from ab_support import (UPDATE_PLAYBOOK, PortalWatch, bring_up, facts, make_image, playbook, ssh, ssh_ok,  # noqa: E402
-                        update_vars)
+from lab.ab_client import (UPDATE_PLAYBOOK, PortalWatch, bring_up, facts, make_image, playbook, ssh, ssh_ok,
+                           update_vars)
+from lab.client import in_lab_netns, lab_netns, measurements_file
 
 
 class SshWatch(PortalWatch):
@@ -77,8 +71,8 @@ def main() -> int:
                          "instead of doing them again")
     args = ap.parse_args()
     runs = 1 if args.ci else max(1, args.runs)
-    if lab_support.lab_netns() == "dl-lab" or not lab_support.in_lab_netns():
-        sys.exit("ab_update: run inside the A/B lab namespace: DL_CACHE=/root/.cache/dl-ab python3 lab/labctl.py "
+    if lab_netns() == "dl-lab" or not in_lab_netns():
+        sys.exit("ab_update: run inside the A/B lab namespace: DL_CACHE=/root/.cache/dl-ab python3 -m lab "
                  "-i inventories/lab-ab exec -- python3 bench/ab_update.py")
     measured = {}
     if (args.reuse or args.ci) and measurements_file().exists():

@@ -21,7 +21,6 @@ Runs INSIDE the lab namespace against a lab that is up:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import subprocess
@@ -30,16 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "lab"))
-
-from lab_support import (INVENTORY, ansible_json, in_lab_netns, inventory, labctl,  # noqa: E402
-                         measurements_file, no_json)
-
-_spec = importlib.util.spec_from_file_location("labctl_mod", REPO / "lab" / "labctl.py")
-LABCTL = importlib.util.module_from_spec(_spec)
-sys.modules["labctl_mod"] = LABCTL
-_spec.loader.exec_module(LABCTL)
+from lab.client import INVENTORY, ansible_json, in_lab_netns, inventory, labctl, measurements_file, no_json
+from lab.paths import REPO, Paths, cache_dir
+from lab.vm import detect_accel
 
 LOCAL_IP = "10.77.0.150"
 LOCAL_MAC = "52:54:00:77:99:50"
@@ -105,7 +97,7 @@ def boot_iscsi(node: str, ssh_config: Path) -> float:
 
 
 def boot_local(bundle: Path, label: str, cache: Path, accel: str) -> float:
-    p = LABCTL.Paths(cache)
+    p = Paths(cache)
     with tempfile.TemporaryDirectory(prefix="dl-boot-bench-") as tmp:
         d = Path(tmp)
         initrd = bytearray((bundle / "initrd.img").read_bytes())
@@ -163,7 +155,7 @@ def main() -> int:
     status = json.loads(labctl("--json", "status", check=False).stdout or "{}")
     if not status.get("up"):
         sys.exit("boot_time: the lab is not up: run `hack/lab.sh up` (make lab) first")
-    cache = LABCTL.cache_dir()
+    cache = cache_dir()
     hv = inventory()["_meta"]["hostvars"]
     nodes = sorted(h for h, v in hv.items() if v.get("lab_boot") == "network")
     ssh_config = cache / "lab" / "ssh" / "config"
@@ -194,7 +186,7 @@ def main() -> int:
 
     image, spec = sorted(hv[nodes[0]].get("cluster_images", {}).items())[0]
     bundle = cache / "bundles" / image / str(spec["version"])
-    accel = LABCTL.detect_accel()
+    accel = detect_accel()
     if "boot_iscsi" in measured:
         iscsi_node, iscsi = measured["boot_iscsi"]["node"], [measured["boot_iscsi"]["seconds"]]
         iscsi_note = "power cycle by tests/lab/test_compute_boot.py"

@@ -26,10 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "lab"))
-
-from lab_support import INVENTORY, ansible_json, in_lab_netns, inventory, labctl, no_json  # noqa: E402
+from lab.client import INVENTORY, ansible_json, in_lab_netns, inventory, labctl, no_json
 
 HOST = "sch1"
 OBJECTS_PER_EXPORT = 7  # backstore, target (+tpg1), tpg attributes, portal, lun, acl (+mapped lun), acl auth

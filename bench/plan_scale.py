@@ -12,11 +12,8 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, os.environ.get("DL_COLLECTIONS") or str(Path.home() / ".cache/diskless-cluster/collections"))
-
-from ansible_collections.diskless.cluster.plugins.module_utils.plan import build_plan  # noqa: E402
+from ansible_collections.diskless.cluster.plugins.module_utils.plan import build_plan
 
 MODES = ("iscsi", "iscsi", "mirror", "image")
 

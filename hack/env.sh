@@ -16,6 +16,9 @@ if [ "$(readlink "$DL_COLLECTIONS/ansible_collections/diskless/cluster" 2>/dev/n
   ln -sfn "$DL_ROOT" "$DL_COLLECTIONS/ansible_collections/diskless/cluster"
 fi
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=true
+# Python imports, with no sys.path edits in code: the lab package (`import lab`, `python3 -m lab`) from this
+# checkout's root, and this checkout as ansible_collections.diskless.cluster (unit tests, benches)
+export PYTHONPATH="$DL_ROOT:$DL_COLLECTIONS${PYTHONPATH:+:$PYTHONPATH}"
 export CONTAINERS_CONF="$DL_CACHE/containers.conf"
 export ANSIBLE_NOCOWS=1
 export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-0}"

@@ -4,6 +4,7 @@
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bash "$here/bootstrap.sh" || { echo "bootstrap failed"; exit 1; }
+# shellcheck source=hack/env.sh
 source "$here/env.sh"
 cd "$DL_ROOT" || exit 1
 passed=0; failed=0; failed_names=()

@@ -264,31 +264,40 @@ def recipe_hash(rec):
     return hashlib.sha256(blob.encode("ascii")).hexdigest()
 
 
-def mmdebstrap_argv(mmdebstrap, rec, rootdir, mirror, pre_dir):
-    """argv of the one mmdebstrap run: directory output, root mode, minbase + packages, pre files synced in."""
+def bootstrap_argv(mmdebstrap, suite, rootdir, mirror, variant, components, packages, apt_options=(),
+                   dpkg_options=(), architecture=None, hooks=()):
+    """argv of one mmdebstrap run into a directory, as root: the one way this collection bootstraps a Debian
+    tree (compute-node bundles here, and the lab's VM images). ``hooks``: (kind, command) pairs, in order,
+    e.g. ("essential", "sync-in DIR /") -> --essential-hook=sync-in DIR /."""
     argv = [
         mmdebstrap,
         "--mode=root",
         "--format=directory",
-        "--variant=%s" % rec["variant"],
-        "--architectures=%s" % rec["architecture"],
-        "--components=%s" % ",".join(rec["components"]),
+        "--variant=%s" % variant,
     ]
-    argv += ["--aptopt=%s" % o for o in rec["apt_options"]]
-    argv += ["--dpkgopt=%s" % o for o in rec["dpkg_options"]]
-    argv += [
-        "--include=%s" % ",".join(rec["packages"]),
-        "--essential-hook=sync-in %s /" % shlex.quote(pre_dir),
-        rec["suite"],
-        rootdir,
-        mirror,
-    ]
+    if architecture:
+        argv.append("--architectures=%s" % architecture)
+    argv.append("--components=%s" % ",".join(components))
+    argv += ["--aptopt=%s" % o for o in apt_options]
+    argv += ["--dpkgopt=%s" % o for o in dpkg_options]
+    argv.append("--include=%s" % ",".join(packages))
+    argv += ["--%s-hook=%s" % (kind, command) for kind, command in hooks]
+    argv += [suite, rootdir, mirror]
     return argv
 
 
-def mkfs_argv(mkfs, label, rootdir, image):
-    """argv of mkfs.ext4 populating an existing sparse file from the root directory (no loop device, no mount)."""
-    return [mkfs, "-q", "-F", "-t", "ext4", "-L", label, "-m", "1", "-d", rootdir, image]
+def mmdebstrap_argv(mmdebstrap, rec, rootdir, mirror, pre_dir):
+    """argv of the one mmdebstrap run: directory output, root mode, minbase + packages, pre files synced in."""
+    return bootstrap_argv(mmdebstrap, rec["suite"], rootdir, mirror, rec["variant"], rec["components"],
+                          rec["packages"], apt_options=rec["apt_options"], dpkg_options=rec["dpkg_options"],
+                          architecture=rec["architecture"],
+                          hooks=[("essential", "sync-in %s /" % shlex.quote(pre_dir))])
+
+
+def mkfs_argv(mkfs, label, rootdir, image, reserved_percent=1):
+    """argv of mkfs.ext4 populating an existing sparse file from the root directory (no loop device, no mount);
+    ``reserved_percent``: the blocks reserved for root (mke2fs -m; its own default is 5)."""
+    return [mkfs, "-q", "-F", "-t", "ext4", "-L", label, "-m", str(reserved_percent), "-d", rootdir, image]
 
 
 def dpkg_query_argv(dpkg_query, rootdir):

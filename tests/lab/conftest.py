@@ -1,11 +1,18 @@
 """Lab tests: facts about the real machines of the embedded lab (docs/lab.md).
 
 They run INSIDE the lab's network namespace (that is where the Ansible controller of the lab sits):
-    tests/stages/50-lab.sh                       # up, tests, always down
-    hack/lab.sh exec -- python3 -m pytest tests/lab   # against a lab you brought up yourself
+    tests/stages/50-lab.sh                                    # up, tests, always down
+    hack/lab.sh exec -- python3 -m pytest tests/lab           # against a lab you brought up yourself
+    hack/lab.sh exec -- python3 -m pytest tests/lab/test_compute_boot.py   # one file (or one test) alone
 Every test of the session shares ONE lab bring-up (the `lab` fixture): one image build at most, one boot.
 If the session had to bring the lab up itself, it brings it down at the end.
 Outside the namespace the lab tests are skipped with that instruction.
+
+A test states the lab state it needs through fixtures, never through the tests that ran before it:
+    converged          site.yml applied, the disk-less nodes running from iSCSI (what `hack/lab.sh up`
+                       leaves); applied now if the nodes do not run
+    nodes_powered_off  the compute nodes off (tests that log in to the storage host AS the nodes)
+Tests marked `destructive` (they reboot or kill a machine the other tests share) run after all others.
 """
 
 from __future__ import annotations
@@ -17,12 +24,22 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from lab_support import (LAB_TESTS, LabInfo, _timings, in_lab_netns, inventory, labctl,
-                         record_timing)
+from lab.client import (LabInfo, ansible_json, in_lab_netns, inventory, labctl, no_json, record_timing,
+                        run_site, ssh_answers, timings)
+
+LAB_TESTS = Path(__file__).resolve().parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "destructive: reboots or kills a machine the other lab tests share; "
+                                       "runs after every other lab test")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests that use the running lab (the `lab` fixture) need the namespace; the others run anywhere."""
+    """Destructive tests last (in their collection order); tests that use the running lab (the `lab`
+    fixture) need the namespace, the others run anywhere."""
+    items[:] = ([i for i in items if i.get_closest_marker("destructive") is None]
+                + [i for i in items if i.get_closest_marker("destructive") is not None])
     lab_items = [i for i in items if LAB_TESTS in Path(str(i.path)).parents
                  and "lab" in getattr(i, "fixturenames", ())]
     if lab_items and not in_lab_netns():
@@ -40,9 +57,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _timings:
+    if timings():
         terminalreporter.section("lab timings (informative, not asserted)")
-        for what, seconds in _timings:
+        for what, seconds in timings():
             terminalreporter.write_line(f"{seconds:8.1f} s  {what}")
 
 
@@ -73,3 +90,37 @@ def lab_host(lab: LabInfo) -> Callable[[str], Any]:
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def plan(lab: LabInfo) -> dict[str, Any]:
+    """The cluster plan of the lab inventory, secrets included (the planner runs on the controller)."""
+    proc, data = ansible_json(["ansible", "-i", str(lab.inventory), "localhost", "-m",
+                               "diskless.cluster.cluster_plan"])
+    assert proc.returncode == 0 and data, no_json("cluster_plan", proc)
+    return data["plays"][0]["tasks"][0]["hosts"]["localhost"]["ansible_facts"]["cluster_plan"]
+
+
+@pytest.fixture(scope="session")
+def nodes(plan: dict[str, Any]) -> list[str]:
+    """The compute nodes of the lab inventory."""
+    return sorted(plan["nodes"])
+
+
+@pytest.fixture(scope="module")
+def converged(lab: LabInfo, nodes: list[str]) -> None:
+    """site.yml applied and the disk-less nodes running from their iSCSI roots, as `hack/lab.sh up` leaves
+    the lab. When a node does not answer (a lab brought up with `up` alone, or nodes_powered_off ran before),
+    site.yml is applied now: it powers the nodes on and converges every host (the storage exports too)."""
+    if not all(ssh_answers(lab.ssh_config, n) for n in nodes):
+        run_site(lab.inventory, "first run (power-on, boot from iSCSI, configure)")
+
+
+@pytest.fixture(scope="module")
+def nodes_powered_off(lab: LabInfo, nodes: list[str]) -> None:
+    """The compute nodes powered off (their volumes stay), e.g. for tests that log in to the storage host AS
+    the nodes: a node's own session would be taken over. `converged` powers them on again."""
+    status = json.loads(labctl("--json", "status", check=False).stdout or "{}")
+    running = [n for n in nodes if status.get("hosts", {}).get(n, {}).get("running")]
+    if running:
+        labctl("down", *running)

@@ -1,11 +1,11 @@
 """Disk-less compute nodes boot from their own iSCSI root, end to end, from the lab inventory.
 
 `playbooks/site.yml` (images, the provisioning container, the storage VM, the compute nodes powered on
-by `cluster_power_on_command` = `labctl up <node>`) is applied once per session, unless the nodes
-already run (`hack/lab.sh up` applies it too), and then once more: that re-run must change nothing and
-leave the nodes' iSCSI sessions alone. The facts are read from inside the booted nodes (testinfra over
-SSH, and the collection's own `node_facts` module) and on the storage VM (rtslib). At the end the nodes
-are powered off (`labctl down NODE...`): later lab tests log in to sch1 AS these nodes.
+by `cluster_power_on_command` = the lab's `up <node>`) has been applied (the `converged` fixture: `hack/lab.sh
+up` applies it; the fixture does when the nodes do not run), and is applied once more: that re-run must change
+nothing and leave the nodes' iSCSI sessions alone. The facts are read from inside the booted nodes
+(testinfra over SSH, and the collection's own `node_facts` module) and on the storage VM (rtslib). The nodes
+stay up (tests that need them off say so: `nodes_powered_off`).
 
 Facts only; timings are recorded (terminal summary), never asserted.
 """
@@ -20,30 +20,14 @@ from typing import Any, Callable
 
 import pytest
 
-from lab_support import INVENTORY, REPO, LabInfo, ansible_json, console_tail, labctl, no_json, record_timing
+from lab.client import (INVENTORY, REPO, LabInfo, ansible_json, console_tail, labctl, no_json, record_timing,
+                        run_site, ssh_answers)
 
-SITE = REPO / "playbooks" / "site.yml"
 STORAGE = "sch1"
 BOOT_TIMEOUT = 900
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def site(what: str, key: str | None = None) -> dict[str, Any]:
-    """Run site.yml; return its stats per host (fails the test on a failed run)."""
-    t0 = time.monotonic()
-    proc, data = ansible_json(["ansible-playbook", "-i", str(INVENTORY), str(SITE)])
-    took = time.monotonic() - t0
-    if data is None:
-        pytest.fail(no_json(f"site.yml ({what})", proc), pytrace=False)
-    failed = [f"{h}: {t['task']['name']}: {r.get('msg')}" for play in data["plays"] for t in play["tasks"]
-              for h, r in t["hosts"].items() if r.get("failed") or r.get("unreachable")]
-    assert proc.returncode == 0 and not failed, f"site.yml ({what}): rc {proc.returncode}; failed: {failed}"
-    changed = [f"{h}: {t['task']['name']}" for play in data["plays"] for t in play["tasks"]
-               for h, r in t["hosts"].items() if r.get("changed")]
-    record_timing(f"site.yml: {what}", took, key=key, changed=len(changed))
-    return {"stats": data["stats"], "changed": changed}
-
-
 def ssh(lab: LabInfo, host: str, script: str, timeout: float = 300, check: bool = True) -> str:
     proc = subprocess.run(["ssh", "-F", str(lab.ssh_config), host, "sh -euc " + _q(script)],
                           capture_output=True, text=True, timeout=timeout, check=False)
@@ -57,15 +41,10 @@ def _q(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
-def ssh_answers(lab: LabInfo, host: str) -> bool:
-    return subprocess.run(["ssh", "-F", str(lab.ssh_config), "-o", "ConnectTimeout=5", host, "true"],
-                          capture_output=True, check=False, timeout=60).returncode == 0
-
-
 def wait_for_ssh(lab: LabInfo, host: str, timeout: float = BOOT_TIMEOUT) -> float:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        if ssh_answers(lab, host):
+        if ssh_answers(lab.ssh_config, host):
             return time.monotonic() - t0
         time.sleep(2)
     pytest.fail(f"{host}: no SSH {timeout:.0f} s after power-on\n{console_tail(host)}", pytrace=False)
@@ -99,27 +78,12 @@ print(json.dumps(out))
 
 # ------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
-def plan(lab: LabInfo) -> dict[str, Any]:
-    proc, data = ansible_json(["ansible", "-i", str(INVENTORY), "localhost", "-m", "diskless.cluster.cluster_plan"])
-    assert proc.returncode == 0 and data, no_json("cluster_plan", proc)
-    return data["plays"][0]["tasks"][0]["hosts"]["localhost"]["ansible_facts"]["cluster_plan"]
-
-
-@pytest.fixture(scope="module")
-def nodes(lab: LabInfo, plan: dict[str, Any]) -> list[str]:
-    return sorted(plan["nodes"])
-
-
-@pytest.fixture(scope="module")
-def cluster(lab: LabInfo, plan: dict[str, Any], nodes: list[str]) -> dict[str, Any]:
-    """site.yml applied (first run only when the nodes do not run yet), then applied again."""
-    if not all(ssh_answers(lab, n) for n in nodes):
-        site("first run (power-on, boot from iSCSI, configure)")
+def cluster(lab: LabInfo, converged: None, nodes: list[str]) -> dict[str, Any]:
+    """The converged lab, site.yml applied again: the re-run's changes and the nodes' sessions around it."""
     before = {n: node_sessions(lab, n) for n in nodes}
-    rerun = site("re-run (idempotent)", key="site_rerun")
+    rerun = run_site(lab.inventory, "re-run (idempotent)", key="site_rerun")
     after = {n: node_sessions(lab, n) for n in nodes}
-    yield {"rerun": rerun, "before": before, "after": after}
-    labctl("down", *nodes)
+    return {"rerun": rerun, "before": before, "after": after}
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +105,7 @@ def test_site_rerun_changes_nothing_and_keeps_the_iscsi_sessions(cluster: dict[s
         assert all(line.split()[1] == "LOGGED_IN" for line in after["sessions"]), after
 
 
-def test_node_vm_has_no_disk_device(cluster: dict[str, Any], lab: LabInfo, host: Callable[[str], Any],
+def test_node_vm_has_no_disk_device(converged: None, lab: LabInfo, host: Callable[[str], Any],
                                     nodes: list[str]) -> None:
     run_dir = lab.ssh_config.parent.parent / "run" / "vms"
     for node in nodes:
@@ -157,7 +121,7 @@ def test_node_vm_has_no_disk_device(cluster: dict[str, Any], lab: LabInfo, host:
         assert not any(line.startswith(("vd", "hd", "nvme")) for line in disks), disks
 
 
-def test_root_is_the_nodes_own_iscsi_lun(cluster: dict[str, Any], lab: LabInfo, plan: dict[str, Any],
+def test_root_is_the_nodes_own_iscsi_lun(converged: None, lab: LabInfo, plan: dict[str, Any],
                                          nodes: list[str]) -> None:
     proc, data = ansible_json(["ansible", "-i", str(INVENTORY), "compute", "-m", "diskless.cluster.node_facts"])
     assert proc.returncode == 0 and data, no_json("node_facts", proc)
@@ -178,7 +142,7 @@ def test_root_is_the_nodes_own_iscsi_lun(cluster: dict[str, Any], lab: LabInfo, 
                          "addresses": [want["ip"]]}], lio
 
 
-def test_a_file_survives_the_nodes_reboot_and_stays_private(cluster: dict[str, Any], lab: LabInfo,
+def test_a_file_survives_the_nodes_reboot_and_stays_private(converged: None, lab: LabInfo,
                                                             nodes: list[str]) -> None:
     a, b = nodes[0], nodes[1]
     token = secrets.token_hex(16)
@@ -200,7 +164,7 @@ def test_a_file_survives_the_nodes_reboot_and_stays_private(cluster: dict[str, A
     assert len(sessions) == 1 and sessions[0].split()[1] == "LOGGED_IN", sessions
 
 
-def test_verify_reports_every_node_on_iscsi(cluster: dict[str, Any], nodes: list[str]) -> None:
+def test_verify_reports_every_node_on_iscsi(converged: None, nodes: list[str]) -> None:
     proc, data = ansible_json(["ansible-playbook", "-i", str(INVENTORY), str(REPO / "playbooks" / "verify.yml")])
     assert proc.returncode == 0 and data, no_json("verify.yml", proc)
     msgs = {h: r.get("msg", "") for play in data["plays"] for t in play["tasks"] for h, r in t["hosts"].items()

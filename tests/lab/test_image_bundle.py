@@ -17,23 +17,18 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from lab_support import record_timing
+from ansible_collections.diskless.cluster.plugins.module_utils import image as img
+
+from lab.client import record_timing
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("DL_CACHE") or Path.home() / ".cache/diskless-cluster")
 BOOT_TIMEOUT = int(os.environ.get("DL_IMAGE_BOOT_TIMEOUT", "420"))
-
-
-def _img():
-    sys.path.insert(0, os.environ.get("DL_COLLECTIONS") or str(CACHE / "collections"))
-    from ansible_collections.diskless.cluster.plugins.module_utils import image
-    return image
 
 
 def _find_bundle() -> Path | None:
@@ -67,7 +62,6 @@ def manifest(bundle: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def initramfs(bundle: Path, tmp_path_factory) -> dict:
-    img = _img()
     head, tail, kind = img.split_initramfs((bundle / "initrd.img").read_bytes())
     if kind == "zstd":
         tail = subprocess.run(["zstd", "-q", "-d", "-c"], input=tail, stdout=subprocess.PIPE, check=True).stdout
@@ -111,7 +105,7 @@ def test_initramfs_logs_into_iscsi_with_the_injected_file(initramfs: dict) -> No
     assert "etc/iscsi.initramfs" not in names, "a per-node file must come from iPXE, never from the image"
     iname = initramfs["etc/initiatorname.iscsi"].decode()
     assert re.search(r"^InitiatorName=$", iname, re.M), iname
-    facts, problems = _img().check_initramfs(initramfs)
+    facts, problems = img.check_initramfs(initramfs)
     assert problems == []
     for mod in ("virtio_net.ko", "virtio_blk.ko", "sd_mod.ko", "e1000.ko", "e1000e.ko", "igb.ko"):
         assert any(n.endswith("/" + mod) for n in names), mod

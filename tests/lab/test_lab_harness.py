@@ -12,7 +12,7 @@ import subprocess
 import time
 from typing import Any, Callable
 
-from lab_support import INVENTORY, REPO, LabInfo, ansible_json, no_json, record_timing
+from lab.client import INVENTORY, REPO, LabInfo, ansible_json, no_json, record_timing
 
 
 def test_ansible_reaches_storage_hosts_as_root_on_the_image_kernel(lab: LabInfo) -> None:
@@ -58,7 +58,7 @@ def test_debian_kernel_with_lio_configfs(lab: LabInfo, lab_host: Callable[[str],
 
 def test_a_hung_tcg_guest_would_panic_and_reset(lab: LabInfo, lab_host: Callable[[str], Any],
                                                 storage_host: str) -> None:
-    """Under TCG, a guest stuck for 60 s panics (soft lockup detector) and reboots 10 s later (labctl)."""
+    """Under TCG, a guest stuck for 60 s panics (soft lockup detector) and reboots 10 s later (the lab's kernel arguments)."""
     host = lab_host(storage_host)
     sysctl = {k: host.file(f"/proc/sys/kernel/{k}").content_string.strip()
               for k in ("softlockup_panic", "watchdog_thresh", "panic")}
@@ -116,7 +116,7 @@ def test_lab_namespace_has_no_uplink_and_no_route_out(lab: LabInfo) -> None:
                                       check=True).stdout)
     kinds = {l["ifname"]: l.get("linkinfo", {}).get("info_kind", l.get("link_type")) for l in links}
     # taps of the VMs this session started, and of the disk-less nodes (playbooks/compute.yml powers
-    # them on through labctl; named t-<host>)
+    # them on through the lab's `up NODE`; named t-<host>)
     taps = {h["tap"] for h in lab.hosts.values()} | {f"t-{h}" for h in lab.hostvars if len(f"t-{h}") <= 15}
     bridge = lab.hostvars[next(iter(lab.hostvars))]["lab_bridge"]
     assert kinds.pop("lo") == "loopback"

@@ -2,9 +2,11 @@
 
 `playbooks/storage.yml` is applied to the lab inventory's storage hosts; then real `iscsiadm` on sch1
 logs in AS the nodes (one open-iscsi iface per node with `iface.initiatorname`, so several nodes can be
-logged in at once) with the plan's CHAP + mutual CHAP. The tests run in file order and share the state
-of the VM: converge, idempotence, logins and refusals, the destroy refusal, a reboot (exports restored
-without Ansible), then one node's export changed under another node's live session.
+logged in at once) with the plan's CHAP + mutual CHAP: the real nodes are powered off for that
+(`nodes_powered_off`). Every test needs only the module's first converge (`first_converge`): idempotence,
+logins and refusals, the destroy refusal, one node's export changed under another node's live session (the
+planned exports are converged again afterwards), and, after every other lab test (`destructive`), a reboot
+of the storage VM (exports restored without Ansible).
 
 Facts only; timings are recorded (terminal summary), never asserted.
 """
@@ -16,12 +18,12 @@ import os
 import shlex
 import subprocess
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
-from lab_support import (INVENTORY, REPO, LabInfo, ansible_json, console_tail, console_text, no_json,
-                         record_timing)
+from lab.client import (INVENTORY, REPO, LabInfo, ansible_json, console_tail, console_text, no_json,
+                        record_timing)
 
 PLAYBOOK = REPO / "playbooks" / "storage.yml"
 HOST = "sch1"                      # the lab inventory's storage host
@@ -144,23 +146,16 @@ def by_iface(sessions: list[dict[str, str]]) -> dict[str, dict[str, str]]:
 
 # ------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
-def plan(lab: LabInfo) -> dict[str, Any]:
-    """The cluster plan of the lab inventory, secrets included (the planner runs on the controller)."""
-    proc, data = run_json(["ansible", "-i", str(INVENTORY), "localhost", "-m", "diskless.cluster.cluster_plan"])
-    assert proc.returncode == 0, proc.stdout[-2000:]
-    return data["plays"][0]["tasks"][0]["hosts"]["localhost"]["ansible_facts"]["cluster_plan"]
-
-
-@pytest.fixture(scope="module")
-def first_converge(lab: LabInfo, plan: dict[str, Any]) -> dict[str, Any]:
+def first_converge(lab: LabInfo, plan: dict[str, Any], nodes_powered_off: None) -> dict[str, Any]:
     # a storage host left over from an earlier session of a lab that stayed up is fine: the role converges it
     return converge("first converge")
 
 
-@pytest.fixture(scope="module")
-def memo() -> dict[str, Any]:
-    """Facts one test leaves for a later one (the tests run in file order)."""
-    return {}
+@pytest.fixture
+def planned_exports_again(first_converge: dict[str, Any]) -> Iterator[None]:
+    """For a test that converges with changed exports: storage.yml as planned again afterwards."""
+    yield
+    converge("the planned exports again")
 
 
 # ------------------------------------------------------------------------------------------ tests
@@ -276,8 +271,9 @@ def test_destroying_a_cloned_golden_volume_is_refused_and_destroys_nothing(
     assert golden in after and all(v["name"] in after for v in slice_["volumes"])
 
 
+@pytest.mark.destructive
 def test_data_written_through_the_lun_survives_a_reboot_without_ansible(
-        lab: LabInfo, plan: dict[str, Any], first_converge: dict[str, Any], memo: dict[str, Any]) -> None:
+        lab: LabInfo, plan: dict[str, Any], first_converge: dict[str, Any]) -> None:
     t1 = target(plan, NODES[0])
     write = initiator_script(plan, node_record(plan, NODES[0]) + f"""
 attempt login dl-{NODES[0]} {t1}
@@ -328,11 +324,10 @@ iscsiadm -m node -T {t1} -p "$P" -I dl-{NODES[0]} --logout >/dev/null
     assert after["restore"] == "active", out
     assert json_lines(out)[0]["rc"] == 0, out
     assert after["read"] == fields["written"]
-    memo["rebooted"] = True
 
 
 def test_changing_one_nodes_export_keeps_another_nodes_session(
-        lab: LabInfo, plan: dict[str, Any], first_converge: dict[str, Any]) -> None:
+        lab: LabInfo, plan: dict[str, Any], first_converge: dict[str, Any], planned_exports_again: None) -> None:
     n1, n2 = NODES
     t1, t2 = target(plan, n1), target(plan, n2)
     acl2 = plan["nodes"][n2]["initiator_iqn"]

@@ -2,41 +2,36 @@
 dl-ab, lab state in DL_CACHE=/root/.cache/dl-ab, the main cache's images), never the main lab (dl-lab).
 
     cd /work/main && source hack/env.sh && export DL_IMAGE_CACHE=$DL_CACHE/images DL_CACHE=/root/.cache/dl-ab
-    python3 lab/labctl.py -i inventories/lab-ab up
-    python3 lab/labctl.py -i inventories/lab-ab exec -- python3 -m pytest tests/lab_ab -ra --durations=0
-    python3 lab/labctl.py -i inventories/lab-ab down
-(tests/stages/55-ab.sh does exactly that.) The tests run in file order and share the VM's state: first
-install, an update to a broken image (falls back), an update to a good image, a reboot, a re-run.
+    python3 -m lab -i inventories/lab-ab up
+    python3 -m lab -i inventories/lab-ab exec -- python3 -m pytest tests/lab_ab -ra --durations=0
+    python3 -m lab -i inventories/lab-ab down
+(tests/stages/55-ab.sh does exactly that; `exec` sets DL_LAB_INVENTORY to the running lab's inventory, which
+lab.client reads.) The tests run in file order and share the VM's state: first install, an update to a
+broken image (falls back), an update to a good image, a reboot, a re-run.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-os.environ.setdefault("DL_LAB_INVENTORY", str(REPO / "inventories" / "lab-ab"))
-sys.path.insert(0, str(REPO / "tests" / "lab"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import lab_support  # noqa: E402  (reads DL_LAB_INVENTORY at import)
-from ab_support import AbLab, bring_up  # noqa: E402
+from lab.ab_client import AbLab, bring_up
+from lab.client import INVENTORY, in_lab_netns, lab_netns, timings
+from lab.paths import REPO
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = Path(__file__).resolve().parent
     mine = [i for i in items if here in Path(str(i.path)).parents and "ab" in getattr(i, "fixturenames", ())]
     why = None
-    if lab_support.INVENTORY.resolve() != (REPO / "inventories" / "lab-ab").resolve():
-        why = f"DL_LAB_INVENTORY is {lab_support.INVENTORY}, the A/B tests need inventories/lab-ab"
-    elif lab_support.lab_netns() == "dl-lab":
+    if INVENTORY.resolve() != (REPO / "inventories" / "lab-ab").resolve():
+        why = f"DL_LAB_INVENTORY is {INVENTORY}, the A/B tests need inventories/lab-ab"
+    elif lab_netns() == "dl-lab":
         why = "the A/B lab must not use the main lab's namespace dl-lab"
-    elif not lab_support.in_lab_netns():
-        why = ("A/B lab tests run inside the dl-ab namespace: python3 lab/labctl.py -i inventories/lab-ab exec -- "
+    elif not in_lab_netns():
+        why = ("A/B lab tests run inside the dl-ab namespace: python3 -m lab -i inventories/lab-ab exec -- "
                "python3 -m pytest tests/lab_ab (or tests/stages/55-ab.sh)")
     if why:
         for item in mine:
@@ -44,9 +39,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if lab_support._timings:
+    if timings():
         terminalreporter.section("A/B lab timings (informative, not asserted)")
-        for what, seconds in lab_support._timings:
+        for what, seconds in timings():
             terminalreporter.write_line(f"{seconds:8.1f} s  {what}")
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from ab_support import (UPDATE_PLAYBOOK, AbLab, PortalWatch, boot_id, data_sha256, facts, make_image, make_images,
-                        playbook, ssh, update_vars, wait_for_new_boot)
-from lab_support import record_timing
+from lab.ab_client import (UPDATE_PLAYBOOK, AbLab, PortalWatch, boot_id, data_sha256, facts, make_image, make_images,
+                           playbook, ssh, update_vars, wait_for_new_boot)
+from lab.client import record_timing
 
 TARGET = "iqn.2026-11.org.example.lab.ab:sab1.node001-root"
 

@@ -95,6 +95,7 @@ cat >> "$stand_in" <<'PY'
 
 import glob
 import os
+import subprocess
 import sys
 
 
@@ -117,12 +118,11 @@ def main():
                 conf.write("cert = %s\n" % CA_BUNDLE)
             if PROXY:
                 conf.write("proxy = %s\n" % PROXY)
-    # run pip from its wheel, as get-pip does with the copy of pip it embeds
-    sys.path.insert(0, pip_wheels[-1])
-    from pip._internal.cli.main import main as pip_main  # pylint: disable=import-outside-toplevel
-
-    sys.exit(pip_main(["install", "--isolated", "--no-index", "--find-links", WHEELS,
-                       "--upgrade", "--force-reinstall"] + packages + args))
+    # run pip from its wheel (`python pip-X.whl/pip install ...`, pip's own way to bootstrap itself), as
+    # get-pip does with the copy of pip it embeds
+    sys.exit(subprocess.call([sys.executable, os.path.join(pip_wheels[-1], "pip"), "install", "--isolated",
+                              "--no-index", "--find-links", WHEELS, "--upgrade", "--force-reinstall"]
+                             + packages + args))
 
 
 if __name__ == "__main__":

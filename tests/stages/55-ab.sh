@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.." || exit 1
 source hack/env.sh
 # the storage image (built or found in the main cache; `make test` built it in the background already) and
 # the lab SSH keys baked into it: the A/B lab uses the same keys, so the same image
-python3 lab/labctl.py build-image storage || { echo "ab stage: the storage image did not build"; exit 1; }
+python3 -m lab build-image storage || { echo "ab stage: the storage image did not build"; exit 1; }
 export DL_IMAGE_CACHE="$DL_CACHE/images"
 main_ssh="$DL_CACHE/lab/ssh"
 export DL_CACHE="${DL_AB_CACHE:-$HOME/.cache/dl-ab}"   # after env.sh: the venv and collections stay the usual ones
@@ -18,7 +18,9 @@ mkdir -p "$DL_CACHE/lab/ssh" && chmod 0700 "$DL_CACHE/lab/ssh"
 for f in id_ed25519 id_ed25519.pub ssh_host_ed25519_key ssh_host_ed25519_key.pub; do
   cp -p "$main_ssh/$f" "$DL_CACHE/lab/ssh/$f" || exit 1
 done
-labctl() { python3 lab/labctl.py -i inventories/lab-ab "$@"; }
+# the lab package directly, not hack/lab.sh: that one sources env.sh again, which would key the venv to this
+# DL_CACHE
+labctl() { python3 -m lab -i inventories/lab-ab "$@"; }
 trap 'labctl down' EXIT
 start=$SECONDS
 labctl up || { echo "ab stage: lab did not come up (console logs: $DL_CACHE/lab/logs/)"; exit 1; }

@@ -1,20 +1,16 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Make this checkout importable as ``ansible_collections.diskless.cluster`` for the unit tests.
-
-hack/env.sh links the checkout to $DL_COLLECTIONS/ansible_collections/diskless/cluster; when the tests
-run inside an ansible-test tree the package is already importable and nothing is added.
-"""
+"""The unit tests import this checkout as ``ansible_collections.diskless.cluster`` and the lab package as
+``lab``: hack/env.sh puts both on PYTHONPATH (its per-checkout $DL_COLLECTIONS link, and the checkout's
+root; pytest.ini adds the root too). Without it, say so once instead of failing every module's import."""
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
+import importlib.util
 
-_root = Path(__file__).resolve().parents[2]
-if _root.parent.name == "diskless" and _root.parents[1].name == "ansible_collections":
-    _path = str(_root.parents[2])
-else:
-    _path = os.environ.get("DL_COLLECTIONS") or str(Path.home() / ".cache/diskless-cluster/collections")
-if _path not in sys.path:
-    sys.path.insert(0, _path)
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if importlib.util.find_spec("ansible_collections.diskless.cluster") is None:
+        raise pytest.UsageError("ansible_collections.diskless.cluster is not importable: source hack/env.sh first "
+                                "(it puts $DL_COLLECTIONS on PYTHONPATH)")

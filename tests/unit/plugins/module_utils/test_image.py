@@ -123,6 +123,25 @@ def test_mmdebstrap_argv_exact():
     assert img.mmdebstrap_argv("m", r, "/r", "u", "/w x/pre")[-4] == "--essential-hook=sync-in '/w x/pre' /"
 
 
+def test_bootstrap_argv_is_the_one_mmdebstrap_command_line():
+    """What the lab's VM images use too: no architecture (mmdebstrap's native), hooks of any kind, in order."""
+    argv = img.bootstrap_argv("mmdebstrap", "bookworm", "/w/rootfs", "http://m/debian", "minbase", ["main", "contrib"],
+                              ["linux-image-amd64", "zfs-dkms"], apt_options=img.APT_OPTIONS,
+                              dpkg_options=["path-exclude=/usr/share/doc/*"],
+                              hooks=[("customize", 'chmod 0700 "$1/root/.ssh"'), ("customize", 'bash /h.sh "$1"')])
+    assert argv == [
+        "mmdebstrap", "--mode=root", "--format=directory", "--variant=minbase", "--components=main,contrib",
+        '--aptopt=APT::Install-Recommends "false"', '--aptopt=APT::Install-Suggests "false"',
+        "--dpkgopt=path-exclude=/usr/share/doc/*", "--include=linux-image-amd64,zfs-dkms",
+        '--customize-hook=chmod 0700 "$1/root/.ssh"', '--customize-hook=bash /h.sh "$1"',
+        "bookworm", "/w/rootfs", "http://m/debian",
+    ]
+
+
+def test_mkfs_argv_reserved_blocks():
+    assert img.mkfs_argv("mkfs.ext4", "dl-storage", "/r", "/d.raw", 5)[7:9] == ["-m", "5"]
+
+
 def test_mkfs_and_dpkg_query_argv_exact():
     assert img.mkfs_argv("/sbin/mkfs.ext4", "dlroot", "/w/rootfs", "/w/bundle/root.img") == [
         "/sbin/mkfs.ext4", "-q", "-F", "-t", "ext4", "-L", "dlroot", "-m", "1", "-d", "/w/rootfs", "/w/bundle/root.img"]

@@ -1,4 +1,5 @@
-"""Helpers of the A/B update lab tests and of bench/ab_update.py (run inside the dl-ab namespace).
+"""What the A/B update lab tests and bench/ab_update.py use (they run inside the dl-ab namespace, with
+DL_LAB_INVENTORY=inventories/lab-ab set before lab.client is imported).
 
 The storage VM `sab1` of inventories/lab-ab: playbooks/storage.yml gives it a pool and node001's export,
 playbooks/update_storage.yml A/B-installs it (the lab restarts it from its A/B disk) and updates it. The
@@ -10,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import os
 import shlex
 import socket
 import subprocess
@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import lab_support
-from lab_support import INVENTORY, REPO, ansible_json, console_tail, labctl, no_json, record_timing
+from lab.client import INVENTORY, ansible_json, console_tail, lab_netns, labctl, no_json, record_timing
+from lab.paths import REPO, Paths, cache_dir
 
 HOST = "sab1"
 NODE = "node001"
@@ -66,7 +66,7 @@ class PlayResult:
 
 
 def ssh_config() -> Path:
-    return Path(os.environ.get("DL_CACHE", "")) / "lab" / "ssh" / "config"
+    return Paths(cache_dir()).ssh_config
 
 
 def ssh(script: str, timeout: float = 1800, check: bool = True) -> str:
@@ -288,7 +288,7 @@ def bring_up() -> AbLab:
     t0 = time.monotonic()
     info = json.loads(labctl("--json", "up").stdout)
     record_timing("lab-ab up (already up)" if was_up else "lab-ab up (image + boot)", time.monotonic() - t0)
-    assert info["netns"] == lab_support.lab_netns() != "dl-lab"
+    assert info["netns"] == lab_netns() != "dl-lab"
     converge(STORAGE_PLAYBOOK, "pool + node001 export")
     sha = ssh(f"""
         test -b {NODE_ZVOL}

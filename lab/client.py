@@ -1,0 +1,147 @@
+"""What lab tests and benches use to drive a lab and read it: the lab command (`python3 -m lab`) for the
+inventory under test, Ansible runs with JSON output, VM consoles, the inventory, the namespace check, and
+timing records (reported, never asserted).
+
+The inventory under test is $DL_LAB_INVENTORY (default inventories/lab); the A/B lab sets it to
+inventories/lab-ab before importing this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lab.inventory import netns_of, read_inventory
+from lab.paths import DEFAULT_INVENTORY, REPO, Paths, cache_dir
+
+INVENTORY = Path(os.environ.get("DL_LAB_INVENTORY", DEFAULT_INVENTORY))
+
+_timings: list[tuple[str, float]] = []
+
+
+class LabCommandFailed(AssertionError):
+    """A lab command (`python3 -m lab ...`) a test or bench relies on failed."""
+
+
+def timings() -> list[tuple[str, float]]:
+    """(what, seconds) recorded so far by this process, in order."""
+    return list(_timings)
+
+
+def record_timing(what: str, seconds: float, key: str | None = None, **extra: Any) -> None:
+    """Timings are reported (terminal summary), never asserted. With ``key`` the figure is also kept with
+    the running lab (``lab/run/measurements.json``, gone with `down`) so that bench/boot_time.py
+    --reuse prints it next to its own figures instead of measuring the same thing again."""
+    _timings.append((what, seconds))
+    if key:
+        path = measurements_file()
+        data = json.loads(path.read_text()) if path.exists() else {}
+        data[key] = {"seconds": round(seconds, 1), "what": what, **extra}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def measurements_file() -> Path:
+    return Paths(cache_dir()).run / "measurements.json"
+
+
+def labctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`python3 -m lab --inventory INVENTORY ARGS...` (from the repository); raises LabCommandFailed on
+    failure when `check`."""
+    proc = subprocess.run([sys.executable, "-m", "lab", "--inventory", str(INVENTORY), *args],
+                          capture_output=True, text=True, check=False, cwd=REPO)
+    if check and proc.returncode != 0:
+        raise LabCommandFailed(f"lab {' '.join(args)} failed (rc {proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def ansible_json(argv: list[str],
+                 prefix: list[str] | None = None) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
+    """Run `ansible`/`ansible-playbook` (behind `prefix`, e.g. nsenter) with the ansible.posix.json stdout
+    callback, from the repository: the process and its parsed output (None when stdout holds no JSON)."""
+    env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+               ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run([*(prefix or []), *argv], capture_output=True, text=True, env=env, cwd=REPO,
+                          check=False)
+    try:
+        return proc, json.loads(proc.stdout[proc.stdout.index("{"):])
+    except ValueError:
+        return proc, None
+
+
+def no_json(what: str, proc: subprocess.CompletedProcess[str]) -> str:
+    """The failure message of an Ansible run whose stdout held no JSON."""
+    return f"{what}: no JSON on stdout (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
+def run_site(inventory: Path, what: str, key: str | None = None) -> dict[str, Any]:
+    """Apply playbooks/site.yml to the lab; its stats per host and the changed tasks ("host: task").
+    Raises AssertionError when the run fails; the wall time is recorded (under `key`, see record_timing)."""
+    t0 = time.monotonic()
+    proc, data = ansible_json(["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks" / "site.yml")])
+    took = time.monotonic() - t0
+    if data is None:
+        raise AssertionError(no_json(f"site.yml ({what})", proc))
+    results = [(h, t["task"]["name"], r) for play in data["plays"] for t in play["tasks"]
+               for h, r in t["hosts"].items()]
+    failed = [f"{h}: {name}: {r.get('msg')}" for h, name, r in results if r.get("failed") or r.get("unreachable")]
+    assert proc.returncode == 0 and not failed, f"site.yml ({what}): rc {proc.returncode}; failed: {failed}"
+    changed = [f"{h}: {name}" for h, name, r in results if r.get("changed")]
+    record_timing(f"site.yml: {what}", took, key=key, changed=len(changed))
+    return {"stats": data["stats"], "changed": changed}
+
+
+def ssh_answers(ssh_config: Path, host: str) -> bool:
+    """Whether a lab host answers `ssh true` (within a minute)."""
+    try:
+        return subprocess.run(["ssh", "-F", str(ssh_config), "-o", "ConnectTimeout=5", host, "true"],
+                              capture_output=True, check=False, timeout=60).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def console_text(host: str) -> str:
+    """A lab VM's whole serial console log (or the lab's reason why there is none)."""
+    proc = labctl("console", host, check=False)
+    return proc.stdout if proc.returncode == 0 else proc.stderr
+
+
+def console_tail(host: str, lines: int = 60) -> str:
+    """The last lines of a lab VM's serial console, for a failure message (CI shows no lab/logs/)."""
+    return f"--- {host} console, last {lines} lines (hack/lab.sh console {host}):\n" + "\n".join(
+        console_text(host).splitlines()[-lines:])
+
+
+def inventory() -> dict[str, Any]:
+    """`ansible-inventory --list` of the inventory under test (lab/inventory.py reads it)."""
+    return read_inventory(INVENTORY)
+
+
+def lab_netns() -> str:
+    return netns_of(inventory())
+
+
+def in_lab_netns() -> bool:
+    """Whether this process runs inside the namespace of the lab under test."""
+    try:
+        mine = subprocess.run(["ip", "netns", "identify", str(os.getpid())], capture_output=True,
+                              text=True, check=False).stdout.split()
+    except FileNotFoundError:
+        return False
+    return lab_netns() in mine
+
+
+@dataclasses.dataclass
+class LabInfo:
+    inventory: Path
+    netns: str
+    ssh_config: Path
+    hosts: dict[str, dict[str, Any]]   # name -> {ip, mac, groups, kernel_version, ...} from `up`
+    hostvars: dict[str, dict[str, Any]]  # inventory host vars (untemplated)
+    accel: str                           # tcg or kvm (`up`)
