@@ -75,6 +75,25 @@ def ansible_json(argv: list[str],
         return proc, None
 
 
+def plan_slices(inventory: Path, hosts: str = "provisioning:storage:compute") -> dict[str, dict[str, Any]]:
+    """Every host's slice of the plan (diskless.cluster.plan_slice, on the controller: no host is contacted),
+    secrets included: the lab tests act as the nodes' initiators with the CHAP credentials of the storage
+    hosts' slices."""
+    proc, data = ansible_json(["ansible", "-i", str(inventory), hosts, "-m", "diskless.cluster.plan_slice"])
+    assert proc.returncode == 0 and data, no_json("plan_slice", proc)
+    return {host: result["slice"] for host, result in data["plays"][0]["tasks"][0]["hosts"].items()}
+
+
+def node_credentials(slices: dict[str, dict[str, Any]], node: str) -> dict[str, Any]:
+    """The ACL entry (initiator IQN, CHAP user/secret, mutual user/secret) of ``node`` in its storage hosts' slices."""
+    for part in slices.values():
+        for export in part.get("lio_iscsi", {}).get("exports", []):
+            for acl in export["acls"]:
+                if acl["node"] == node:
+                    return acl
+    raise AssertionError(f"{node} has no ACL in any storage host's slice")
+
+
 def no_json(what: str, proc: subprocess.CompletedProcess[str]) -> str:
     """The failure message of an Ansible run whose stdout held no JSON."""
     return f"{what}: no JSON on stdout (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

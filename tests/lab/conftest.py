@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from lab.client import (LabInfo, ansible_json, in_lab_netns, inventory, labctl, no_json, record_timing,
-                        run_site, ssh_answers, timings)
+from lab.client import (LabInfo, in_lab_netns, inventory, labctl, plan_slices, record_timing, run_site,
+                        ssh_answers, timings)
 
 LAB_TESTS = Path(__file__).resolve().parent
 
@@ -93,18 +93,15 @@ def lab_host(lab: LabInfo) -> Callable[[str], Any]:
 
 
 @pytest.fixture(scope="session")
-def plan(lab: LabInfo) -> dict[str, Any]:
-    """The cluster plan of the lab inventory, secrets included (the planner runs on the controller)."""
-    proc, data = ansible_json(["ansible", "-i", str(lab.inventory), "localhost", "-m",
-                               "diskless.cluster.cluster_plan"])
-    assert proc.returncode == 0 and data, no_json("cluster_plan", proc)
-    return data["plays"][0]["tasks"][0]["hosts"]["localhost"]["ansible_facts"]["cluster_plan"]
+def slices(lab: LabInfo) -> dict[str, dict[str, Any]]:
+    """Every lab host's slice of the plan (the planner runs on the controller), secrets included."""
+    return plan_slices(lab.inventory)
 
 
 @pytest.fixture(scope="session")
-def nodes(plan: dict[str, Any]) -> list[str]:
+def nodes(slices: dict[str, dict[str, Any]]) -> list[str]:
     """The compute nodes of the lab inventory."""
-    return sorted(plan["nodes"])
+    return sorted(h for h, part in slices.items() if part["role"] == "compute")
 
 
 @pytest.fixture(scope="module")

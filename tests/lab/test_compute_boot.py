@@ -121,14 +121,14 @@ def test_node_vm_has_no_disk_device(converged: None, lab: LabInfo, host: Callabl
         assert not any(line.startswith(("vd", "hd", "nvme")) for line in disks), disks
 
 
-def test_root_is_the_nodes_own_iscsi_lun(converged: None, lab: LabInfo, plan: dict[str, Any],
+def test_root_is_the_nodes_own_iscsi_lun(converged: None, lab: LabInfo, slices: dict[str, Any],
                                          nodes: list[str]) -> None:
     proc, data = ansible_json(["ansible", "-i", str(INVENTORY), "compute", "-m", "diskless.cluster.node_facts"])
     assert proc.returncode == 0 and data, no_json("node_facts", proc)
     facts = {h: r["ansible_facts"]["diskless_node"] for h, r in data["plays"][0]["tasks"][0]["hosts"].items()}
     lio = json.loads(ssh(lab, STORAGE, f"python3 -c {_q(LIO_SESSIONS_PY)}"))
     for node in nodes:
-        want = plan["nodes"][node]
+        want = slices[node]
         root = facts[node]["root"]
         assert root["on_iscsi"] and root["fstype"] == "ext4", root
         assert facts[node]["local_disks"] == []

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import pytest
 
 from lab.client import (INVENTORY, REPO, LabInfo, ansible_json, console_tail, console_text, no_json,
-                        record_timing)
+                        node_credentials, record_timing)
 
 PLAYBOOK = REPO / "playbooks" / "storage.yml"
 HOST = "sch1"                      # the lab inventory's storage host
@@ -125,19 +125,24 @@ sessions() {  # sessions -> {"sessions": "<iscsiadm -m session -P 1>"}
 """
 
 
-def initiator_script(plan: dict[str, Any], body: str) -> str:
-    portal = plan["nodes"][NODES[0]]["paths"][0]
+def initiator_script(slices: dict[str, Any], body: str) -> str:
+    portal = slices[NODES[0]]["paths"][0]
     return INITIATOR_SH % {"portal": shlex.quote(f"{portal['portal']}:{portal['port']}")} + body
 
 
-def node_record(plan: dict[str, Any], node: str, iface: str | None = None, secret: str | None = None) -> str:
-    n = plan["nodes"][node]
-    return "record %s\n" % shlex.join([iface or f"dl-{node}", n["paths"][0]["target_iqn"], n["chap_user"],
-                                      secret or n["chap_secret"], n["mutual_chap_user"], n["mutual_chap_secret"]])
+def node_record(slices: dict[str, Any], node: str, iface: str | None = None, secret: str | None = None) -> str:
+    acl = node_credentials(slices, node)
+    return "record %s\n" % shlex.join([iface or f"dl-{node}", target(slices, node), acl["userid"],
+                                      secret or acl["password"], acl["mutual_userid"], acl["mutual_password"]])
 
 
-def target(plan: dict[str, Any], node: str) -> str:
-    return plan["nodes"][node]["paths"][0]["target_iqn"]
+def target(slices: dict[str, Any], node: str) -> str:
+    return slices[node]["paths"][0]["target_iqn"]
+
+
+def node_volumes(part: dict[str, Any]) -> list[dict[str, Any]]:
+    """The clones of a storage host's slice (its zvol volumes with an origin)."""
+    return [v for v in part["zvol"]["volumes"] if v.get("origin")]
 
 
 def by_iface(sessions: list[dict[str, str]]) -> dict[str, dict[str, str]]:
@@ -146,7 +151,7 @@ def by_iface(sessions: list[dict[str, str]]) -> dict[str, dict[str, str]]:
 
 # ------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
-def first_converge(lab: LabInfo, plan: dict[str, Any], nodes_powered_off: None) -> dict[str, Any]:
+def first_converge(lab: LabInfo, slices: dict[str, Any], nodes_powered_off: None) -> dict[str, Any]:
     # a storage host left over from an earlier session of a lab that stayed up is fine: the role converges it
     return converge("first converge")
 
@@ -159,9 +164,10 @@ def planned_exports_again(first_converge: dict[str, Any]) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------------ tests
-def test_converge_builds_the_planned_volumes_and_exports(lab: LabInfo, plan: dict[str, Any],
+def test_converge_builds_the_planned_volumes_and_exports(lab: LabInfo, slices: dict[str, Any],
                                                          first_converge: dict[str, Any]) -> None:
-    slice_ = plan["storage"][HOST]
+    slice_ = slices[HOST]
+    sizes = {v["name"]: v["size"] for v in slice_["zvol"]["volumes"]}
     out = ssh(lab, f"""
 zfs list -Hp -t volume,snapshot -o name,type,origin,volsize,volmode,readonly -r {shlex.quote(slice_['pool'])}
 echo ---
@@ -175,16 +181,17 @@ systemctl show -p Requires -p After rtslib-fb-targetctl.service
     zfs_text, dump_text, saved_text, units_text = out.split("---\n")
     rows = {line.split("\t")[0]: line.split("\t") for line in zfs_text.splitlines()}
     for golden in slice_["golden"]:
-        assert rows[golden["volume"]][1:] == ["volume", "-", str(golden["size_bytes"]), "dev", "on"]
+        assert rows[golden["volume"]][1:] == ["volume", "-", str(sizes[golden["volume"]]), "dev", "on"]
         assert rows[golden["snapshot"]][1] == "snapshot"
-    for vol in slice_["volumes"]:
-        assert rows[vol["name"]][1:] == ["volume", vol["origin"], str(vol["size_bytes"]), "dev", "off"]
+    for vol in node_volumes(slice_):
+        readonly = vol["properties"].get("readonly", "off")
+        assert rows[vol["name"]][1:] == ["volume", vol["origin"], str(vol["size"]), "dev", readonly]
 
     for dump in (json.loads(dump_text), json.loads(saved_text)):   # running LIO, and what boot restores
         stores = {so["name"]: so for so in dump["storage_objects"]}
         targets = {t["wwn"]: t for t in dump["targets"] if t["fabric"] == "iscsi"}
-        assert sorted(targets) == sorted(e["target_iqn"] for e in slice_["exports"])
-        for export in slice_["exports"]:
+        assert sorted(targets) == sorted(e["target_iqn"] for e in slice_["lio_iscsi"]["exports"])
+        for export in slice_["lio_iscsi"]["exports"]:
             assert stores[export["backstore"]]["dev"] == export["device"]
             (tpg,) = targets[export["target_iqn"]]["tpgs"]
             assert tpg["enable"] is True or tpg["enable"] == 1
@@ -209,14 +216,14 @@ def test_second_converge_changes_nothing(lab: LabInfo, first_converge: dict[str,
 
 
 def test_chap_login_works_and_wrong_secret_or_foreign_initiator_is_refused(
-        lab: LabInfo, plan: dict[str, Any], first_converge: dict[str, Any]) -> None:
-    n1, n2 = (plan["nodes"][n] for n in NODES)
-    t1 = target(plan, NODES[0])
+        lab: LabInfo, slices: dict[str, Any], first_converge: dict[str, Any]) -> None:
+    n1, n2 = (slices[n] for n in NODES)
+    t1 = target(slices, NODES[0])
     body = "".join(f"iface dl-{n['name']} {n['initiator_iqn']}\n" for n in (n1, n2))
     body += f"iface dl-intruder {INTRUDER_IQN}\n"
-    body += node_record(plan, NODES[0], secret="wrong-secret-12345")
+    body += node_record(slices, NODES[0], secret="wrong-secret-12345")
     body += f"attempt wrong_secret dl-{NODES[0]} {t1}\nsessions\n"
-    body += node_record(plan, NODES[0], iface="dl-intruder")        # node001's secrets, another IQN
+    body += node_record(slices, NODES[0], iface="dl-intruder")        # node001's secrets, another IQN
     body += f"attempt foreign_iqn dl-intruder {t1}\n"
     # node002's own, correct credentials, on node001's target
     body += "record %s\n" % shlex.join([f"dl-{NODES[1]}", t1, n2["chap_user"], n2["chap_secret"],
@@ -224,12 +231,12 @@ def test_chap_login_works_and_wrong_secret_or_foreign_initiator_is_refused(
     body += f"attempt other_node dl-{NODES[1]} {t1}\nsessions\n"
     body += f"iscsiadm -m node -T {t1} -p \"$P\" -I dl-intruder -o delete 2>/dev/null || true\n"
     body += f"iscsiadm -m node -T {t1} -p \"$P\" -I dl-{NODES[1]} -o delete 2>/dev/null || true\n"
-    body += node_record(plan, NODES[0])
+    body += node_record(slices, NODES[0])
     body += f"attempt right dl-{NODES[0]} {t1}\nsessions\n"
     body += f"dev=$(device {t1}); blockdev --getsize64 \"$dev\"\n"
     body += f"iscsiadm -m node -T {t1} -p \"$P\" -I dl-{NODES[0]} --logout >/dev/null\nsessions\n"
     t0 = time.monotonic()
-    out = ssh(lab, initiator_script(plan, body))
+    out = ssh(lab, initiator_script(slices, body))
     record_timing("CHAP logins: 3 refused + 1 accepted, logout", time.monotonic() - t0)
     lines = json_lines(out)
     attempts = {x["label"]: x for x in lines if "label" in x}
@@ -243,18 +250,18 @@ def test_chap_login_works_and_wrong_secret_or_foreign_initiator_is_refused(
     want = (t1, f"dl-{NODES[0]}", n1["initiator_iqn"], "LOGGED_IN")
     assert (s["target"], s["iface"], s["initiator"], s["state"]) == want
     size = int(next(line for line in out.splitlines() if line.isdigit()))
-    assert size == next(v["size_bytes"] for v in plan["storage"][HOST]["volumes"] if v["node"] == NODES[0])
+    assert size == next(v["size"] for v in node_volumes(slices[HOST]) if v["name"].endswith(f"/nodes/{NODES[0]}-root"))
     assert sessions[3] == []
 
 
 def test_destroying_a_cloned_golden_volume_is_refused_and_destroys_nothing(
-        lab: LabInfo, plan: dict[str, Any], first_converge: dict[str, Any]) -> None:
-    slice_ = plan["storage"][HOST]
+        lab: LabInfo, slices: dict[str, Any], first_converge: dict[str, Any]) -> None:
+    slice_ = slices[HOST]
     golden = slice_["golden"][0]["volume"]
     listing = f"zfs list -Hp -t all -o name,origin,guid -r {shlex.quote(slice_['pool'])}"
     before = ssh(lab, listing)
     args = {"pool": slice_["pool"], "prune": True, "prune_scope": [golden.rsplit("/", 1)[0]],
-            "volumes": [{"name": v["name"], "origin": v["origin"], "size": v["size_bytes"]} for v in slice_["volumes"]]}
+            "volumes": [{"name": v["name"], "origin": v["origin"], "size": v["size"]} for v in node_volumes(slice_)]}
     t0 = time.monotonic()
     proc, data = run_json(["ansible", "-i", str(INVENTORY), HOST, "-m", "diskless.cluster.zvol", "-a", json.dumps(args)])
     record_timing("zvol prune of the golden scope (refused)", time.monotonic() - t0)
@@ -263,19 +270,19 @@ def test_destroying_a_cloned_golden_volume_is_refused_and_destroys_nothing(
     msg = res["msg"]
     assert "\n" not in msg
     assert golden in msg and "dependent clones" in msg and "retire them first" in msg, msg
-    for vol in slice_["volumes"]:
+    for vol in node_volumes(slice_):
         assert vol["name"] in msg
     assert not res.get("changed")
     after = ssh(lab, listing)
     assert after == before
-    assert golden in after and all(v["name"] in after for v in slice_["volumes"])
+    assert golden in after and all(v["name"] in after for v in node_volumes(slice_))
 
 
 @pytest.mark.destructive
 def test_data_written_through_the_lun_survives_a_reboot_without_ansible(
-        lab: LabInfo, plan: dict[str, Any], first_converge: dict[str, Any]) -> None:
-    t1 = target(plan, NODES[0])
-    write = initiator_script(plan, node_record(plan, NODES[0]) + f"""
+        lab: LabInfo, slices: dict[str, Any], first_converge: dict[str, Any]) -> None:
+    t1 = target(slices, NODES[0])
+    write = initiator_script(slices, node_record(slices, NODES[0]) + f"""
 attempt login dl-{NODES[0]} {t1}
 dev=$(device {t1})
 head -c {PATTERN_BYTES} /dev/urandom > /run/dl-pattern
@@ -310,7 +317,7 @@ echo "boot_id $(cat /proc/sys/kernel/random/boot_id)"
                                               if resets else ""), time.monotonic() - t0)
 
     t0 = time.monotonic()
-    read = initiator_script(plan, f"""
+    read = initiator_script(slices, f"""
 echo "system $(systemctl is-system-running --wait || true)"
 echo "restore $(systemctl is-active rtslib-fb-targetctl.service || true)"
 attempt login dl-{NODES[0]} {t1}
@@ -327,10 +334,10 @@ iscsiadm -m node -T {t1} -p "$P" -I dl-{NODES[0]} --logout >/dev/null
 
 
 def test_changing_one_nodes_export_keeps_another_nodes_session(
-        lab: LabInfo, plan: dict[str, Any], first_converge: dict[str, Any], planned_exports_again: None) -> None:
+        lab: LabInfo, slices: dict[str, Any], first_converge: dict[str, Any], planned_exports_again: None) -> None:
     n1, n2 = NODES
-    t1, t2 = target(plan, n1), target(plan, n2)
-    acl2 = plan["nodes"][n2]["initiator_iqn"]
+    t1, t2 = target(slices, n1), target(slices, n2)
+    acl2 = slices[n2]["initiator_iqn"]
     lio_info = f"/sys/kernel/config/target/iscsi/{t2}/tpgt_1/acls/{acl2}/info"
     probe = f"""
 sessions
@@ -338,25 +345,25 @@ dev=$(device {t2})
 echo "block $(dd if="$dev" bs=4096 count=1 skip=$((RANDOM % 256)) iflag=direct status=none | wc -c)"
 echo "lio $(grep -o 'LIO Session ID: [0-9]*' {lio_info} | tr -dc 0-9)"
 """
-    out = ssh(lab, initiator_script(plan, f"iface dl-{n2} {plan['nodes'][n2]['initiator_iqn']}\n"
-                                    + node_record(plan, n2) + f"attempt login dl-{n2} {t2}\n" + probe))
+    out = ssh(lab, initiator_script(slices, f"iface dl-{n2} {slices[n2]['initiator_iqn']}\n"
+                                    + node_record(slices, n2) + f"attempt login dl-{n2} {t2}\n" + probe))
     assert json_lines(out)[0]["rc"] == 0, out
     before = by_iface(parse_sessions(json_lines(out)[1]["sessions"]))[f"dl-{n2}"]
     lio_before = next(line.split()[1] for line in out.splitlines() if line.startswith("lio "))
     assert before["state"] == "LOGGED_IN" and lio_before
 
-    secrets = json.loads(json.dumps({n: {"secret": plan["nodes"][n]["chap_secret"],
-                                         "mutual_secret": plan["nodes"][n]["mutual_chap_secret"]}
-                                     for n in plan["nodes"]}))
+    secrets = {n: {"secret": node_credentials(slices, n)["password"],
+                   "mutual_secret": node_credentials(slices, n)["mutual_password"]}
+               for n, part in slices.items() if part["role"] == "compute"}
     new_secret = "lab-n001-changed-" + os.urandom(4).hex()
     secrets[n1]["secret"] = new_secret
     run = converge(f"{n1}'s CHAP secret changed, {n2} logged in", {"cluster_chap_secrets": secrets})
     assert changed_tasks(run) == ["Export the volumes over iSCSI"], changed_tasks(run)
     actions = dict(run["tasks"])["Export the volumes over iSCSI"]["actions"]
-    assert actions and all(plan["nodes"][n1]["initiator_iqn"] in a for a in actions), actions
+    assert actions and all(slices[n1]["initiator_iqn"] in a for a in actions), actions
     assert not any(n2 in a for a in actions), actions
 
-    out = ssh(lab, initiator_script(plan, probe + node_record(plan, n1, secret=new_secret)
+    out = ssh(lab, initiator_script(slices, probe + node_record(slices, n1, secret=new_secret)
                                     + f"attempt new_secret dl-{n1} {t1}\n"
                                     + f"iscsiadm -m node -T {t1} -p \"$P\" -I dl-{n1} --logout >/dev/null\n"
                                     + f"iscsiadm -m node -T {t2} -p \"$P\" -I dl-{n2} --logout >/dev/null\n"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,11 +12,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).parent))
+from plan_base import inventory  # (pytest puts this test's folder on the import path)
 
-from plan_base import inventory  # noqa: E402
-
-from ansible_collections.diskless.cluster.plugins.module_utils.plan import (  # noqa: E402
+from ansible_collections.diskless.cluster.plugins.module_utils.plan import (
     SECRET_MASK,
     PlanError,
     build_plan,
