@@ -9,3 +9,5 @@ echo "--- bench/plan_scale.py"
 python bench/plan_scale.py
 echo "--- bench/provisioning_scale.py"
 python bench/provisioning_scale.py --sizes 10,100,1000
+echo "--- bench/slice_scale.py"
+python bench/slice_scale.py --sizes 10,100,1000
