@@ -8,8 +8,8 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.validation import check_type_bool
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.diskless.cluster.plugins.module_utils.plan import PlanError, build_plan, redact
-from ansible_collections.diskless.cluster.plugins.plugin_utils._inventory import gather
+from ansible_collections.diskless.cluster.plugins.module_utils.plan import PlanError, redact
+from ansible_collections.diskless.cluster.plugins.plugin_utils._inventory import fail_with, plan_from
 
 
 class ActionModule(ActionBase):
@@ -33,15 +33,10 @@ class ActionModule(ActionBase):
         except TypeError:
             raise AnsibleActionFail("cluster_plan: redact must be true or false") from None
 
-        cluster_vars, per_host, wanted, errors = gather(task_vars.get("hostvars", {}), task_vars.get("groups", {}))
         try:
-            if errors:
-                raise PlanError(errors)
-            plan = build_plan(cluster_vars, per_host, wanted)
+            plan = plan_from(task_vars)
         except PlanError as exc:
-            errors = sorted(set(errors) | set(exc.errors))
-            result.update(failed=True, errors=errors, msg=str(PlanError(errors)))
-            return result
+            return fail_with(result, exc)
 
         modes = {}
         for node in plan["nodes"].values():

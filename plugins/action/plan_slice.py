@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.diskless.cluster.plugins.module_utils.plan import GROUPS, PlanError, build_plan
+from ansible_collections.diskless.cluster.plugins.module_utils.plan import GROUPS, PlanError
 from ansible_collections.diskless.cluster.plugins.module_utils.plan_slice import SliceError, host_slice
-from ansible_collections.diskless.cluster.plugins.plugin_utils._inventory import gather, plain
+from ansible_collections.diskless.cluster.plugins.plugin_utils._inventory import fail_with, plain, plan_from
 
 
 class ActionModule(ActionBase):
@@ -41,16 +41,10 @@ class ActionModule(ActionBase):
         elif not any(host in groups.get(g, []) for g in GROUPS):
             raise AnsibleActionFail("plan_slice: %s is in none of the groups %s: it has no part in the plan"
                                     % (host, ", ".join(GROUPS)))
-        cluster_vars, per_host, wanted, errors = gather(task_vars.get("hostvars", {}), groups, only=only)
         try:
-            if errors:
-                raise PlanError(errors)
-            plan = build_plan(cluster_vars, per_host, wanted)
-            part = host_slice(plan, host, volume_defaults)
+            part = host_slice(plan_from(task_vars, only=only), host, volume_defaults)
         except PlanError as exc:
-            errors = sorted(set(errors) | set(exc.errors))
-            result.update(failed=True, errors=errors, msg=str(PlanError(errors)))
-            return result
+            return fail_with(result, exc)
         except SliceError as exc:
             raise AnsibleActionFail("plan_slice: %s" % exc) from None
         result.update(changed=False, slice=part)

@@ -31,3 +31,24 @@ attributes:
   bypass_host_loop:
     description: Forces a 'global' task that does not execute per host, this bypasses per host templating and serial, throttle and other loop considerations.
 """
+
+    # The planner's action plugins (cluster_plan, plan_slice): controller only, nothing changed anywhere
+    PLANNER = r"""
+options: {}
+attributes:
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+  check_mode:
+    support: full
+    details: The plan is computed on the controller and nothing is changed, in check mode or not.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+requirements:
+  - netaddr (on the controller)
+"""

@@ -39,22 +39,7 @@ options:
 extends_documentation_fragment:
   - diskless.cluster.attributes
   - diskless.cluster.attributes.ACTION
-attributes:
-  action:
-    support: full
-  async:
-    support: none
-  bypass_host_loop:
-    support: none
-  check_mode:
-    support: full
-    details: The plan is computed on the controller and nothing is changed, in check mode or not.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
-requirements:
-  - netaddr (on the controller)
+  - diskless.cluster.attributes.PLANNER
 seealso:
   - module: diskless.cluster.plan_slice
   - name: The plan contract

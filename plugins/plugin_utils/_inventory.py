@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from ansible.errors import AnsibleError
 
 from ansible_collections.diskless.cluster.plugins.module_utils import _schema as schema
-from ansible_collections.diskless.cluster.plugins.module_utils.plan import GROUPS
+from ansible_collections.diskless.cluster.plugins.module_utils.plan import GROUPS, PlanError, build_plan
 
 _CLUSTER = frozenset(v.name for v in schema.VARIABLES if v.scope == "cluster")
 _PER_GROUP = frozenset(v.name for v in schema.VARIABLES if v.per_group)
@@ -154,3 +154,22 @@ def gather(hostvars, groups, only=None):
 def _hosts(hosts, most=3):
     hosts = sorted(hosts)
     return ", ".join(hosts[:most]) + (" and %d more" % (len(hosts) - most) if len(hosts) > most else "")
+
+
+def plan_from(task_vars, only=None):
+    """The plan of the inventory the task sees (``only``: of these hosts of the three groups); PlanError with
+    every problem (templating, differing cluster variables, the planner's) otherwise."""
+    cluster_vars, per_host, wanted, errors = gather(task_vars.get("hostvars", {}), task_vars.get("groups", {}), only=only)
+    try:
+        plan = build_plan(cluster_vars, per_host, wanted)
+    except PlanError as exc:
+        raise PlanError(list(errors) + list(exc.errors)) from None
+    if errors:
+        raise PlanError(errors)
+    return plan
+
+
+def fail_with(result, exc):
+    """Fill an action result for a PlanError: one line per problem in ``errors``, all of them in ``msg``."""
+    result.update(failed=True, errors=exc.errors, msg=str(exc))
+    return result
