@@ -7,7 +7,7 @@
 * the C locale (``LANG``/``LC_ALL``/``LC_MESSAGES`` = ``C``), so that output parses the same everywhere;
 * secrets go on stdin (``data=``, passed as-is: no newline added), never in argv;
 * a program name without ``/`` is found with ``get_bin_path`` (PATH plus the sbin directories);
-* a failure is :class:`CommandError`: one line ``<what>: <tool> failed (rc N): <first line of stderr>``,
+* a failure is :class:`CommandError`: one line ``<what> failed (<tool>, rc N): <first line of stderr>``,
   with argv, rc, stdout and stderr kept for :func:`fail`.
 
 Underneath is ansible-core's ``AnsibleModule.run_command`` (the shape follows community.general's
@@ -15,6 +15,8 @@ Underneath is ansible-core's ``AnsibleModule.run_command`` (the shape follows co
 """
 
 from __future__ import annotations
+
+import os
 
 C_LOCALE = {"LANG": "C", "LC_ALL": "C", "LC_MESSAGES": "C"}
 
@@ -70,20 +72,21 @@ class Runner:
                                        expand_user_and_vars=False)
 
     def __call__(self, argv, what, ok=(0,), data=None):
-        """stdout of ``argv``; CommandError ``<what>: <tool> failed (rc N): <first error line>`` when the rc is
-        not in ``ok``."""
+        """stdout of ``argv``; CommandError ``<what> failed (<tool>, rc N): <first error line>`` when the rc is
+        not in ``ok``. ``what`` names the object and the step (``partitioning /dev/vdb``)."""
         rc, out, err = self.raw(argv, data=data)
         if rc not in ok:
-            raise CommandError("%s: %s failed (rc %d): %s" % (what, argv[0], rc, first_line(err if (err or "").strip()
-                                                                                           else out)),
+            detail = first_line(err if (err or "").strip() else out)
+            raise CommandError("%s failed (%s, rc %d): %s" % (what, os.path.basename(str(argv[0])), rc, detail),
                                argv, rc, out, err)
         return out
 
 
 def fail(module, exc, **result):
-    """``fail_json`` with the one-line message of ``exc`` and, for a CommandError, the command's details."""
+    """``fail_json`` with the one-line message of ``exc`` and, for a failed command (a CommandError, or any
+    exception with ``argv``/``rc``/``out``/``err`` such as grub's GrubCommandError), the command's details."""
     details = {}
-    if isinstance(exc, CommandError) and exc.argv:
+    if getattr(exc, "argv", None):
         details = {"cmd": exc.argv, "rc": exc.rc, "stdout": exc.out, "stderr": exc.err}
     details.update(result)
     module.fail_json(msg=str(exc), **details)

@@ -237,6 +237,7 @@ diff:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.diskless.cluster.plugins.module_utils._run import Runner, fail
 from ansible_collections.diskless.cluster.plugins.module_utils import grub
 
 
@@ -254,29 +255,27 @@ def main():
         required_if=[("state", "bad", ["slot"])],
         supports_check_mode=True,
     )
-    module.run_command_environ_update = {"LANG": "C", "LC_ALL": "C", "LC_MESSAGES": "C"}
+    run = Runner(module)
     params = module.params
 
     try:
         with open(params["cmdline_file"]) as handle:
             cmdline = handle.read()
     except OSError as exc:
-        module.fail_json(msg="grub_ab: cannot read cmdline_file %s: %s" % (params["cmdline_file"], exc.strerror))
+        module.fail_json(msg="cannot read cmdline_file %s: %s" % (params["cmdline_file"], exc.strerror))
     booted = grub.parse_cmdline(cmdline, params["slot_cmdline_key"])
 
     editenv = module.get_bin_path("grub-editenv")
     if not editenv:
-        module.fail_json(msg="grub_ab: grub-editenv not found: install the grub-common package")
-    genv = grub.GrubEnv(editenv, params["env_file"], module.run_command)
+        module.fail_json(msg="grub-editenv not found: install the grub-common package")
+    genv = grub.GrubEnv(editenv, params["env_file"], run.raw)
 
     try:
         outcome = grub.run_transition(genv, params["slots"], params["state"], booted=booted, slot=params["slot"],
                                       force=params["force"], check_mode=module.check_mode,
                                       cmdline_key=params["slot_cmdline_key"])
-    except grub.GrubCommandError as exc:
-        module.fail_json(msg="grub_ab: %s" % exc, cmd=exc.argv, rc=exc.rc, stdout=exc.out, stderr=exc.err)
     except grub.GrubError as exc:
-        module.fail_json(msg="grub_ab: %s" % exc)
+        fail(module, exc)
 
     result = dict(outcome["facts"])
     result.update(changed=outcome["changed"], changes=outcome["changes"], commands=outcome["commands"])

@@ -157,22 +157,22 @@ def test_bad_of_booted_slot_needs_force(run, envfile):
     before = envfile.read_bytes()
     ok, result, dummy = run({"state": "bad", "slot": "A"})
     assert not ok and envfile.read_bytes() == before
-    assert result["msg"] == "grub_ab: slot A is the booted slot: marking it bad needs force: true (or use state=rollback)"
+    assert result["msg"] == "slot A is the booted slot: marking it bad needs force: true (or use state=rollback)"
     ok, result, dummy = run({"state": "bad", "slot": "A", "force": True})
     assert ok and listing(envfile) == "ORDER=B A\nA_OK=0\nA_TRY=0\nB_OK=1\nB_TRY=0\n"
 
 
 @pytest.mark.parametrize("args,booted,msg", [
     ({"state": "try", "slot": "A"}, "A",
-     "grub_ab: slot A is the booted slot: try the other slot (write the new image there first)"),
+     "slot A is the booted slot: try the other slot (write the new image there first)"),
     ({"state": "bad", "slot": "A", "force": True}, "A",
-     "grub_ab: slot A is the last slot with A_OK=1: marking it bad leaves GRUB nothing to boot"),
-    ({"state": "try", "slot": "C"}, "A", "grub_ab: slot 'C' is not in slots A B"),
-    ({"state": "good"}, None, "grub_ab: state=good needs the booted slot but the kernel command line has no dl.slot=: "
+     "slot A is the last slot with A_OK=1: marking it bad leaves GRUB nothing to boot"),
+    ({"state": "try", "slot": "C"}, "A", "slot 'C' is not in slots A B"),
+    ({"state": "good"}, None, "state=good needs the booted slot but the kernel command line has no dl.slot=: "
      "boot through the generated grub.cfg (or set slot_cmdline_key/cmdline_file)"),
-    ({}, "C", "grub_ab: booted slot 'C' (dl.slot= on the kernel command line) is not in slots A B"),
-    ({"state": "rollback"}, "A", "grub_ab: slot B is bad, not good: nothing to roll back to"),
-    ({"state": "init", "slots": ["A"]}, "A", "grub_ab: slots needs at least two slot names, got ['A']"),
+    ({}, "C", "booted slot 'C' (dl.slot= on the kernel command line) is not in slots A B"),
+    ({"state": "rollback"}, "A", "slot B is bad, not good: nothing to roll back to"),
+    ({"state": "init", "slots": ["A"]}, "A", "slots needs at least two slot names, got ['A']"),
 ])
 def test_refusals_write_nothing(run, envfile, args, booted, msg):
     run({"state": "init"})
@@ -186,7 +186,7 @@ def test_refusals_write_nothing(run, envfile, args, booted, msg):
 def test_transition_on_missing_env_asks_for_init(run, envfile):
     ok, result, calls = run({"state": "good"})
     assert not ok and calls == [] and not envfile.exists()
-    assert result["msg"] == "grub_ab: the GRUB env has no ORDER (not initialised): run state=init first"
+    assert result["msg"] == "the GRUB env has no ORDER (not initialised): run state=init first"
 
 
 def test_bad_needs_slot(run, envfile):
@@ -207,7 +207,7 @@ def test_invalid_env_block_fails_with_command_details(run, envfile):
     envfile.write_text("junk\n")
     ok, result, dummy = run({})
     assert not ok
-    assert result["msg"] == ("grub_ab: %s is not a GRUB environment block (grub-editenv: invalid environment block): "
+    assert result["msg"] == ("%s is not a GRUB environment block (grub-editenv: invalid environment block): "
                              "move it away, state=init creates a new one" % envfile)
     assert result["cmd"] == [EDITENV, str(envfile), "list"] and result["rc"] != 0
     assert "invalid environment block" in result["stderr"]
@@ -216,7 +216,7 @@ def test_invalid_env_block_fails_with_command_details(run, envfile):
 
 def test_missing_cmdline_file_fails(run, envfile, tmp_path):
     ok, result, dummy = run({"cmdline_file": str(tmp_path / "nope")})
-    assert not ok and result["msg"] == "grub_ab: cannot read cmdline_file %s: No such file or directory" % (
+    assert not ok and result["msg"] == "cannot read cmdline_file %s: No such file or directory" % (
         tmp_path / "nope")
 
 
@@ -224,7 +224,7 @@ def test_missing_grub_editenv_names_the_package(run, monkeypatch):
     monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", lambda self, name, required=False, opt_dirs=None: None)
     ok, result, calls = run({})
     assert not ok and calls == []
-    assert result["msg"] == "grub_ab: grub-editenv not found: install the grub-common package"
+    assert result["msg"] == "grub-editenv not found: install the grub-common package"
 
 
 def test_env_block_stays_1024_bytes_through_every_state(run, envfile):

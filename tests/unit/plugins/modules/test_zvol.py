@@ -152,7 +152,7 @@ def test_missing_pool_without_devices_fails_in_one_line(run):
     ok, result, dummy = run({"pool": "tank", "volumes": [GOLDEN]},
                             [(LIST, 1, "", "cannot open 'tank': dataset does not exist\n")])
     assert not ok
-    assert result["msg"] == "zvol: pool tank does not exist: import it or give pool_devices to create it"
+    assert result["msg"] == "pool tank does not exist: import it or give pool_devices to create it"
 
 
 def test_shrink_refused_nothing_run(run):
@@ -170,7 +170,7 @@ def test_prune_refuses_exported_volume_from_given_devices(run):
                               "exported_devices": ["/dev/zvol/tank/nodes/node002-root"]},
                              [(LIST, 0, fixture_list(), "")])
     assert not ok and runner.calls == [LIST]
-    assert result["msg"] == ("zvol: tank/nodes/node002-root is exported by LIO: remove its export first (lio_iscsi) "
+    assert result["msg"] == ("tank/nodes/node002-root is exported by LIO: remove its export first (lio_iscsi) "
                              "or set force: true")
 
 
@@ -191,7 +191,7 @@ def test_failed_command_reports_first_stderr_line_and_what_was_done(run):
          (["/sbin/zfs", "set", "volsize=3221225472", "tank/nodes/node003-root"], 1, "",
           "cannot set property for 'tank/nodes/node003-root': out of space\nmore\n")])
     assert not ok
-    assert result["msg"] == "zfs set tank/nodes/node003-root failed: cannot set property for 'tank/nodes/node003-root': out of space"
+    assert result["msg"] == "zfs set tank/nodes/node003-root failed (zfs, rc 1): cannot set property for 'tank/nodes/node003-root': out of space"
     assert result["actions"] == ["clone tank/nodes/node003-root from tank/golden/debian12@v1"]
 
 
@@ -209,9 +209,9 @@ def test_extra_properties_are_listed_in_the_same_zfs_list(run):
 
 def test_volume_outside_pool_and_duplicates_fail(run):
     ok, result, dummy = run({"pool": "tank", "volumes": [{"name": "other/x", "size": 1}]}, [])
-    assert not ok and result["msg"] == "zvol: volumes outside pool tank: other/x"
+    assert not ok and result["msg"] == "volumes outside pool tank: other/x"
     ok, result, dummy = run({"pool": "tank", "volumes": [{"name": "tank/x", "size": 1}, {"name": "tank/x", "size": 1}]}, [])
-    assert not ok and result["msg"] == "zvol: volumes listed twice: tank/x"
+    assert not ok and result["msg"] == "volumes listed twice: tank/x"
 
 
 def test_exported_datasets_matches_zvol_paths():
