@@ -17,7 +17,7 @@ What GRUB does on every boot (:func:`render_grub_cfg` writes it, :func:`next_boo
    round, as RAUC does);
 3. when no slot has ``OK=1`` at all, the first known slot of ORDER is booted and nothing is saved.
 
-Userspace (the ``grub_ab`` module) confirms a boot by setting the booted slot's ``TRY=0`` (state
+Userspace (the ``ab_update_slots`` module) confirms a boot by setting the booted slot's ``TRY=0`` (state
 ``good``) on *every* boot, after the health gate; a boot that is never confirmed is not chosen again
 while another slot is good. Everything is read and written with ``grub-editenv`` only: GRUB ignores an
 env block that is not exactly 1024 bytes, and ``grub-editenv create`` on an existing file empties it,

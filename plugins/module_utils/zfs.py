@@ -13,7 +13,7 @@ from __future__ import annotations
 from ansible_collections.diskless.cluster.plugins.module_utils._size import parse_size
 
 
-# Columns read by the one ``zfs list`` call of the zvol module (extra property columns are appended).
+# Columns read by the one ``zfs list`` call of the zfs_volumes module (extra property columns are appended).
 LIST_COLUMNS = ("name", "type", "volsize", "volblocksize", "origin", "refreservation", "volmode", "readonly")
 
 # Properties whose values are sizes: compared numerically, never as strings.

@@ -41,7 +41,7 @@ options:
     type: str
     default: tank
 seealso:
-  - module: diskless.cluster.zvol
+  - module: diskless.cluster.zfs_volumes
   - module: diskless.cluster.lio_iscsi
 """
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The zvol module: exact argv sequences through a mocked run_command, check mode, refusals."""
+"""The zfs_volumes module: exact argv sequences through a mocked run_command, check mode, refusals."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
-from ansible_collections.diskless.cluster.plugins.modules import zvol
+from ansible_collections.diskless.cluster.plugins.modules import zfs_volumes
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "zfs"
 LIST = ["/sbin/zfs", "list", "-Hp", "-t", "filesystem,volume,snapshot",
@@ -58,7 +58,7 @@ def run(monkeypatch):
         waited.append(list(names))
         return []
 
-    monkeypatch.setattr(zvol, "wait_for_devices", wait_for_devices)
+    monkeypatch.setattr(zfs_volumes, "wait_for_devices", wait_for_devices)
 
     def _run(args, expected, check=False, diff=False):
         runner = Runner(expected)
@@ -73,7 +73,7 @@ def run(monkeypatch):
         args["_ansible_diff"] = diff
         with patch_module_args(args):
             with pytest.raises((Exit, Fail)) as raised:
-                zvol.main()
+                zfs_volumes.main()
         assert not runner.expected, "commands not run: %r" % (runner.expected,)
         return raised.type is Exit, raised.value.args[0], runner
     return _run
@@ -215,4 +215,4 @@ def test_volume_outside_pool_and_duplicates_fail(run):
 
 
 def test_exported_datasets_matches_zvol_paths():
-    assert zvol.exported_datasets(["/dev/zvol/tank/a", "/dev/zd0"], ["tank/a", "tank/b"]) == {"tank/a"}
+    assert zfs_volumes.exported_datasets(["/dev/zvol/tank/a", "/dev/zd0"], ["tank/a", "tank/b"]) == {"tank/a"}

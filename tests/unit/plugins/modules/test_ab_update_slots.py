@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The grub_ab module through AnsibleModule against the real grub-editenv on temporary files: facts,
+"""The ab_update_slots module through AnsibleModule against the real grub-editenv on temporary files: facts,
 transitions, check mode, diff, refusals and errors."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
-from ansible_collections.diskless.cluster.plugins.modules import grub_ab
+from ansible_collections.diskless.cluster.plugins.modules import ab_update_slots
 
 EDITENV = shutil.which("grub-editenv")
 pytestmark = pytest.mark.skipif(EDITENV is None, reason="grub-editenv (grub-common) is not installed")
@@ -65,7 +65,7 @@ def run(monkeypatch, tmp_path):
         del calls[:]
         with patch_module_args(args):
             with pytest.raises((Exit, Fail)) as raised:
-                grub_ab.main()
+                ab_update_slots.main()
         return raised.type is Exit, raised.value.args[0], [argv for argv, _env in calls]
     _run.calls = calls
     return _run

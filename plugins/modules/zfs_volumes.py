@@ -7,12 +7,13 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: zvol
+module: zfs_volumes
 short_description: Reconcile the whole set of ZFS volumes of a storage host
 version_added: 0.1.0
 description:
   - Takes B(every) ZFS volume this host should have in one call and reconciles them against one
     C(zfs list -Hp) of the pool.
+  - Formerly C(diskless.cluster.zvol), which still works as a deprecated redirect.
   - Golden volumes are created sparse (C(zfs create -s -V)); node volumes are thin C(zfs clone)s of a
     golden snapshot. Volumes are grown (never shrunk), properties are set, and missing snapshots of
     golden volumes are taken.
@@ -154,7 +155,7 @@ notes:
 
 EXAMPLES = r"""
 - name: Golden image volume, its snapshot and two node clones
-  diskless.cluster.zvol:
+  diskless.cluster.zfs_volumes:
     pool: tank
     pool_devices: [/dev/vdb]
     filesystem_properties:
@@ -174,7 +175,7 @@ EXAMPLES = r"""
         origin: tank/golden/debian12@v1
 
 - name: Retire volumes that are no longer planned (refuses exported ones)
-  diskless.cluster.zvol:
+  diskless.cluster.zfs_volumes:
     pool: tank
     prune: true
     prune_scope: [tank/nodes]
