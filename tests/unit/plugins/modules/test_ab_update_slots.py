@@ -11,20 +11,11 @@ import subprocess
 import pytest
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.diskless.cluster.plugins.modules import ab_update_slots
 
 EDITENV = shutil.which("grub-editenv")
 pytestmark = pytest.mark.skipif(EDITENV is None, reason="grub-editenv (grub-common) is not installed")
 FRESH = "ORDER=A B\nA_OK=1\nA_TRY=0\nB_OK=0\nB_TRY=0\n"
-
-
-class Exit(Exception):
-    pass
-
-
-class Fail(Exception):
-    pass
 
 
 def listing(path) -> str:
@@ -36,16 +27,8 @@ def editenv_set(path, *pairs):
 
 
 @pytest.fixture
-def run(monkeypatch, tmp_path):
+def run(monkeypatch, tmp_path, run_main):
     """run(args, booted="A", check=False, diff=False) -> (ok, result, calls); real grub-editenv, recorded."""
-    def exit_json(self, **kwargs):
-        raise Exit(kwargs)
-
-    def fail_json(self, **kwargs):
-        raise Fail(kwargs)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
     real_run_command = basic.AnsibleModule.run_command
     calls = []
 
@@ -60,13 +43,9 @@ def run(monkeypatch, tmp_path):
         cmdline.write_text("BOOT_IMAGE=/vmlinuz root=UUID=1234 ro%s panic=30\n"
                            % ("" if booted is None else " dl.slot=%s" % booted))
         args = dict({"env_file": str(tmp_path / "grubenv"), "cmdline_file": str(cmdline)}, **args)
-        args["_ansible_check_mode"] = check
-        args["_ansible_diff"] = diff
         del calls[:]
-        with patch_module_args(args):
-            with pytest.raises((Exit, Fail)) as raised:
-                ab_update_slots.main()
-        return raised.type is Exit, raised.value.args[0], [argv for argv, _env in calls]
+        ok, result = run_main(ab_update_slots.main, args, check, diff)
+        return ok, result, [argv for argv, _env in calls]
     _run.calls = calls
     return _run
 

@@ -8,20 +8,11 @@ from pathlib import Path
 import pytest
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.diskless.cluster.plugins.modules import zfs_volumes
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "zfs"
 LIST = ["/sbin/zfs", "list", "-Hp", "-t", "filesystem,volume,snapshot",
         "-o", "name,type,volsize,volblocksize,origin,refreservation,volmode,readonly", "-r", "tank"]
-
-
-class Exit(Exception):
-    pass
-
-
-class Fail(Exception):
-    pass
 
 
 class Runner:
@@ -42,15 +33,7 @@ class Runner:
 
 
 @pytest.fixture
-def run(monkeypatch):
-    def exit_json(self, **kwargs):
-        raise Exit(kwargs)
-
-    def fail_json(self, **kwargs):
-        raise Fail(kwargs)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+def run(monkeypatch, run_main):
     monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", lambda self, name, required=False, opt_dirs=None: "/sbin/" + name)
     waited = []
 
@@ -68,14 +51,9 @@ def run(monkeypatch):
             return runner(self, args, **kwargs)
 
         monkeypatch.setattr(basic.AnsibleModule, "run_command", run_command)
-        args = dict(args)
-        args["_ansible_check_mode"] = check
-        args["_ansible_diff"] = diff
-        with patch_module_args(args):
-            with pytest.raises((Exit, Fail)) as raised:
-                zfs_volumes.main()
+        ok, result = run_main(zfs_volumes.main, args, check, diff)
         assert not runner.expected, "commands not run: %r" % (runner.expected,)
-        return raised.type is Exit, raised.value.args[0], runner
+        return ok, result, runner
     return _run
 
 
