@@ -258,8 +258,8 @@ class Host:
 
     # -- states ----------------------------------------------------------------------------------------
     def present(self):
-        """Every run: read, settle what the last boot decided, keep the running slot's gate and grub.cfg."""
-        self.probe()
+        """Every run (after :meth:`probe`): read, settle what the last boot decided, keep the running slot's gate
+        and grub.cfg."""
         if self.env_ready():
             self.mount_env()
         self.read_state()
