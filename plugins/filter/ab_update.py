@@ -14,8 +14,8 @@ from ansible_collections.diskless.cluster.plugins.module_utils.grub import GrubE
 MULTIPATH_MODES = ("mirror", "image")
 
 
-def ab_update_grub_cfg(entries, slots=None, env_file="/grub/grubenv", env_fs_uuid=None, cmdline_key="dl.slot", timeout=3,
-                panic=30):
+def ab_update_grub_cfg(entries, slots=None, env_file="/grub/grubenv", env_fs_uuid=None, cmdline_key="dl.slot",
+                       timeout=3, panic=30):
     """``{A: {fs_uuid, kernel, initrd, args, title}, B: {...}} | diskless.cluster.ab_update_grub_cfg(env_fs_uuid=...)``:
     the grub.cfg text of module_utils ``grub.render_grub_cfg`` (slot selection + one menu entry per slot)."""
     if not isinstance(entries, dict):

@@ -27,13 +27,7 @@ import os
 import pwd
 import stat
 
-from ansible_collections.diskless.cluster.plugins.module_utils._atomic import (  # noqa: F401  (re-exported)
-    BATCH_SYNC_THRESHOLD,
-    TEMP_PREFIX,
-    FileContent,
-    fsync_directory,
-    write_atomic_many,
-)
+from ansible_collections.diskless.cluster.plugins.module_utils._atomic import FileContent, fsync_directory, write_atomic_many
 
 
 class FileSetError(Exception):

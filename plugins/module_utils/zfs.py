@@ -23,7 +23,6 @@ SIZE_PROPERTIES = frozenset(("volsize", "volblocksize", "refreservation", "reser
 CREATE_ONLY_PROPERTIES = frozenset(("volblocksize",))
 
 
-
 class ZfsError(Exception):
     """A one-line, user-facing problem (refusal or bad input)."""
 

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""module_utils/ab_update.py (the decisions) and _ab_update_host.py (the host): the A/B layout, the first install's refusals, the kernel choice, the settling of a
-tried slot after a boot, the grub.cfg, and the update's refusals (no host: the lab tests run the rest)."""
+"""module_utils/ab_update.py (the decisions) and _ab_update_host.py (the host): the A/B layout, the first
+install's refusals, the kernel choice, the settling of a tried slot after a boot, the grub.cfg, and the update's
+action and refusals (no host: the lab tests run the rest)."""
 
 from __future__ import annotations
 
@@ -98,7 +99,7 @@ def test_the_newest_kernel_with_an_initrd_is_booted():
     names = ["vmlinuz-6.1.0-9-amd64", "initrd.img-6.1.0-9-amd64", "vmlinuz-6.1.0-10-amd64", "config-6.1.0-10-amd64",
              "vmlinuz-6.1.0-8-amd64", "initrd.img-6.1.0-8-amd64"]
     assert ab_update.pick_kernel(names) == ("6.1.0-9-amd64", "/boot/vmlinuz-6.1.0-9-amd64",
-                                          "/boot/initrd.img-6.1.0-9-amd64")
+                                            "/boot/initrd.img-6.1.0-9-amd64")
     assert ab_update.pick_kernel(names + ["initrd.img-6.1.0-10-amd64"])[0] == "6.1.0-10-amd64"  # 10 > 9
     assert ab_update.pick_kernel(["vmlinuz-6.1.0-9-amd64", "grub"]) is None
 
@@ -120,7 +121,7 @@ def test_grub_cfg_has_both_slots_by_uuid_and_the_serial_console():
     markers = {"A": {"version": "initial", "kernel": "/boot/vmlinuz-6.1.0-50-amd64",
                      "initrd": "/boot/initrd.img-6.1.0-50-amd64"}, "B": {}}
     text = ab_update.grub_cfg_text(SLOTS, parts, markers, parts["env"]["uuid"], ["ro", "console=ttyS0,115200"],
-                                 "dl.slot", 3, 5, "--unit=0 --speed=115200")
+                                   "dl.slot", 3, 5, "--unit=0 --speed=115200")
     assert text.startswith("serial --unit=0 --speed=115200\nterminal_input serial console\n")
     assert "search --no-floppy --fs-uuid --set=dl_ab_env 5b1e0000-0000-4000-8000-00000000e2e2" in text
     assert ("linux /boot/vmlinuz-6.1.0-50-amd64 root=UUID=aaaa0000-0000-4000-8000-00000000000a ro "
@@ -134,7 +135,7 @@ def test_grub_cfg_passes_grubs_own_script_check(tmp_path):
     parts = ab_update.find_partitions(ab_update.parse_lsblk(LSBLK), NAMES)
     cfg = tmp_path / "grub.cfg"
     cfg.write_text(ab_update.grub_cfg_text(SLOTS, parts, {}, parts["env"]["uuid"], ["ro"], "dl.slot", 3, 30,
-                                         "--unit=0 --speed=115200"))
+                                           "--unit=0 --speed=115200"))
     subprocess.run([SCRIPT_CHECK, str(cfg)], check=True)
 
 
@@ -142,7 +143,7 @@ def test_grub_cfg_passes_grubs_own_script_check(tmp_path):
 def test_a_new_slot_that_passed_its_gate_becomes_booted():
     markers = {"A": {"version": "initial", "status": "booted"}, "B": {"version": "v3", "status": "written"}}
     out, transitions, outcome = ab_update.settle_plan(env("B A", b=("1", "0")), SLOTS, "B", {"verdict": "good"},
-                                                    markers, "initial", "6.1.0-50-amd64")
+                                                      markers, "initial", "6.1.0-50-amd64")
     assert transitions == []
     assert outcome == {"slot": "B", "status": "booted", "version": "v3"}
     assert out["B"]["status"] == "booted" and out["A"] == markers["A"]
@@ -154,7 +155,7 @@ def test_a_tried_slot_the_host_fell_back_from_is_marked_bad_and_failed():
     markers = {"A": {"version": "initial", "status": "booted"}, "B": {"version": "v2", "status": "written"}}
     # GRUB used B's try (B_TRY=1), B never confirmed it, the host runs A again and A passed its gate
     out, transitions, outcome = ab_update.settle_plan(env("A B", b=("1", "1")), SLOTS, "A", {"verdict": "good"},
-                                                    markers, "initial", "6.1.0-50-amd64")
+                                                      markers, "initial", "6.1.0-50-amd64")
     assert transitions == [("bad", "B")]
     assert outcome == {"slot": "B", "status": "failed", "version": "v2", "fell_back_to": "A"}
     assert out["B"]["status"] == "failed"
@@ -164,11 +165,11 @@ def test_a_pending_try_and_an_unconfirmed_boot_are_left_alone():
     markers = {"A": {"version": "initial", "status": "booted"}, "B": {"version": "v2", "status": "written"}}
     # B written and put first, the reboot has not happened yet (B_TRY=0)
     out, transitions, outcome = ab_update.settle_plan(env("B A", b=("1", "0")), SLOTS, "A", {"verdict": "good"},
-                                                    markers, "initial", "6.1.0-50-amd64")
+                                                      markers, "initial", "6.1.0-50-amd64")
     assert (transitions, outcome, out["B"]["status"]) == ([], None, "written")
     # the booted slot failed its own gate: nothing is decided about the other one
     out, transitions, outcome = ab_update.settle_plan(env("A B", b=("1", "1")), SLOTS, "A", {"verdict": "failed"},
-                                                    markers, "initial", "6.1.0-50-amd64")
+                                                      markers, "initial", "6.1.0-50-amd64")
     assert (transitions, outcome, out["B"]["status"]) == ([], None, "written")
 
 
