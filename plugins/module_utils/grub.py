@@ -25,7 +25,10 @@ so it is only run when the file does not exist.
 
 Pure functions (parsers, the transition planner, the simulation, the snippet generator) plus
 :class:`GrubEnv`, a thin runner around ``grub-editenv`` that takes the command runner as a callable
-(``module.run_command`` in the module, ``subprocess`` in the tests).
+(``Runner.raw`` of module_utils ``_run`` in the modules, ``subprocess`` in the health gate and the tests).
+
+This file imports nothing from the collection: the module ``ab_update_host`` installs it on the storage host
+as the health gate's library (``dl_ab_grub.py``), where it runs at boot without Ansible.
 """
 
 from __future__ import annotations
