@@ -147,7 +147,7 @@ def test_a_failed_unit_ends_the_wait(gate, monkeypatch, capsys):
 
 
 @needs_editenv
-def test_good_marks_the_booted_slot_like_grub_ab(gate, capsys):
+def test_good_marks_the_booted_slot_like_ab_update_slots(gate, capsys):
     env = gate.test_env
     editenv(env, "create")
     # GRUB booted B (its try consumed); A is the good fallback

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""module_utils/zfs.py: size parsing, parsers over captured output, argv builders, the zvol planner."""
+"""module_utils/zfs.py: byte counts and parsers over captured output, argv builders, the zvol planner."""
 
 from __future__ import annotations
 
