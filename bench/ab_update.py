@@ -2,7 +2,7 @@
 """Downtime of a storage host's A/B update and of a rollback, side by side (not a test: prints figures).
 
 Against the A/B lab (inventories/lab-ab: the storage VM sab1 boots from its own A/B disk through GRUB):
-  update    playbooks/update_storage.yml with a good image (the VM's running root as a tarball, a new
+  update    playbooks/ab_update.yml with a good image (the VM's running root as a tarball, a new
             version): write the inactive slot, try it, reboot, gate passes, the play verifies;
   rollback  the same with a broken image (PID 1 exits: kernel panic, panic=30 resets, GRUB falls back).
 Downtime = from the last answer of the iSCSI portal (TCP 10.78.0.11:3260, polled every second) before the

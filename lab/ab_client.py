@@ -2,7 +2,7 @@
 DL_LAB_INVENTORY=inventories/lab-ab set before lab.client is imported).
 
 The storage VM `sab1` of inventories/lab-ab: playbooks/storage.yml gives it a pool and node001's export,
-playbooks/update_storage.yml A/B-installs it (the lab restarts it from its A/B disk) and updates it. The
+playbooks/ab_update.yml A/B-installs it (the lab restarts it from its A/B disk) and updates it. The
 update images are made ON the VM from its running root (`make_image`), so nothing big crosses SSH.
 """
 
@@ -33,7 +33,7 @@ ENV_FILE = "/boot/dl-ab/grub/grubenv"
 MARKERS = "/boot/dl-ab/dl-ab/slots.json"
 DATA_BYTES = 8 * 1024 * 1024
 STORAGE_PLAYBOOK = REPO / "playbooks" / "storage.yml"
-UPDATE_PLAYBOOK = REPO / "playbooks" / "update_storage.yml"
+UPDATE_PLAYBOOK = REPO / "playbooks" / "ab_update.yml"
 
 
 @dataclasses.dataclass
@@ -283,7 +283,7 @@ class PortalWatch:
 
 def bring_up() -> AbLab:
     """Lab up (sab1), storage.yml (pool, node001 volume + export), data written into node001's volume,
-    update_storage.yml (first install: slot A, the VM restarted from its A/B disk). Idempotent."""
+    ab_update.yml (first install: slot A, the VM restarted from its A/B disk). Idempotent."""
     was_up = labctl("--json", "status", check=False).returncode == 0
     t0 = time.monotonic()
     info = json.loads(labctl("--json", "up").stdout)

@@ -9,8 +9,8 @@ the HTTP tree. The whole set is handled in one pass, which is what makes 1,000 n
 
 Rules that matter for the consumers:
 
-* Every write is atomic: the content goes to a temporary file whose name starts with ``.`` in the same
-  directory, is flushed to disk, then ``rename()``d over the final name. dnsmasq's inotify watcher ignores
+* Every write is atomic (module_utils ``_atomic``): the content goes to a temporary file whose name starts
+  with ``.`` in the same directory, is flushed to disk, then ``rename()``d over the final name. dnsmasq's inotify watcher ignores
   dot files, so it only ever sees one complete ``IN_MOVED_TO`` per file; nginx never serves a half file.
 * Hidden files (name starting with ``.``) are never managed and never pruned.
 * Nothing here knows about signals or services: the caller reads ``created``/``updated``/``removed`` and
@@ -26,25 +26,19 @@ import grp
 import os
 import pwd
 import stat
-import tempfile
 
-TEMP_PREFIX = ".file_set-"
+from ansible_collections.diskless.cluster.plugins.module_utils._atomic import FileContent, fsync_directory, write_atomic_many
 
 
 class FileSetError(Exception):
     """A problem the caller should report as a module failure (one line)."""
 
 
-class FileState:
-    """What is on disk (or wanted) for one file: content and ownership/permissions."""
+class FileState(FileContent):
+    """What is on disk (or wanted) for one file: ``content`` bytes and permissions/ownership (None: do not
+    care), compared as a whole."""
 
-    __slots__ = ("content", "mode", "uid", "gid")
-
-    def __init__(self, content, mode=None, uid=None, gid=None):
-        self.content = content  # bytes
-        self.mode = mode  # int permission bits (S_IMODE), or None: do not care
-        self.uid = uid  # int, or None: do not care
-        self.gid = gid
+    __slots__ = ()
 
     def __eq__(self, other):
         return isinstance(other, FileState) and (self.content, self.mode, self.uid, self.gid) == (
@@ -221,79 +215,6 @@ def _set_attributes(path, mode, uid, gid):
         os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
     if mode is not None:
         os.chmod(path, mode)
-
-
-# Above this many files in one run, the temporary files are made durable with one sync() instead of one
-# fsync() each: 2,000 fsyncs cost ~5 s, one sync well under a second, with the same crash guarantee
-# (every file's content is on disk before any rename makes it visible).
-BATCH_SYNC_THRESHOLD = 16
-
-
-def _stage(path, state, default_mode, sync_now):
-    """Write ``state`` to a dot-prefixed temporary file in ``path`` (ignored by dnsmasq); return its name."""
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(state.content)
-            f.flush()
-            if state.uid is not None or state.gid is not None:
-                os.fchown(f.fileno(), -1 if state.uid is None else state.uid, -1 if state.gid is None else state.gid)
-            os.fchmod(f.fileno(), default_mode if state.mode is None else state.mode)
-            if sync_now:
-                os.fsync(f.fileno())
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    return tmp
-
-
-def _unlink_quietly(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def write_atomic_many(path, states, default_mode=0o644, parent_mode=None):
-    """Write every ``{name: state}`` through temporary files, make them durable, then ``rename()`` each.
-
-    A name may be a relative path: its temporary file is made in its own directory (created with
-    ``parent_mode``, default 0755, when missing) so that the rename stays atomic."""
-    batch = len(states) > BATCH_SYNC_THRESHOLD
-    staged = []
-    try:
-        for name, state in states.items():
-            where = os.path.dirname(os.path.join(path, name))
-            _make_parents(path, where, 0o755 if parent_mode is None else parent_mode)
-            staged.append((_stage(where, state, default_mode, sync_now=not batch), name))
-        if batch:
-            os.sync()
-        while staged:
-            tmp, name = staged[0]
-            os.rename(tmp, os.path.join(path, name))
-            staged.pop(0)
-    finally:
-        for tmp, _name in staged:
-            _unlink_quietly(tmp)
-
-
-def _make_parents(top, where, mode):
-    """Create the missing directories from ``top`` down to ``where``, each with exactly ``mode``."""
-    missing = []
-    while where != top and not os.path.isdir(where):
-        missing.append(where)
-        where = os.path.dirname(where)
-    for directory in reversed(missing):
-        os.mkdir(directory)
-        os.chmod(directory, mode)  # not subject to the umask
-
-
-def fsync_directory(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FileSet:

@@ -17,7 +17,7 @@ What GRUB does on every boot (:func:`render_grub_cfg` writes it, :func:`next_boo
    round, as RAUC does);
 3. when no slot has ``OK=1`` at all, the first known slot of ORDER is booted and nothing is saved.
 
-Userspace (the ``grub_ab`` module) confirms a boot by setting the booted slot's ``TRY=0`` (state
+Userspace (the ``ab_update_slots`` module) confirms a boot by setting the booted slot's ``TRY=0`` (state
 ``good``) on *every* boot, after the health gate; a boot that is never confirmed is not chosen again
 while another slot is good. Everything is read and written with ``grub-editenv`` only: GRUB ignores an
 env block that is not exactly 1024 bytes, and ``grub-editenv create`` on an existing file empties it,
@@ -25,7 +25,10 @@ so it is only run when the file does not exist.
 
 Pure functions (parsers, the transition planner, the simulation, the snippet generator) plus
 :class:`GrubEnv`, a thin runner around ``grub-editenv`` that takes the command runner as a callable
-(``module.run_command`` in the module, ``subprocess`` in the tests).
+(``Runner.raw`` of module_utils ``_run`` in the modules, ``subprocess`` in the health gate and the tests).
+
+This file imports nothing from the collection: the module ``ab_update_host`` installs it on the storage host
+as the health gate's library (``dl_ab_grub.py``), where it runs at boot without Ansible.
 """
 
 from __future__ import annotations

@@ -4,15 +4,16 @@
 """Everything about the ``zfs``/``zpool`` command line tools.
 
 Pure functions only (no I/O): argv builders, parsers of ``zfs list -Hp`` / ``zfs get -Hp`` /
-``zpool list -Hp`` output, size parsing, and :func:`plan_zvol_changes` which turns
+``zpool list -Hp`` output, and :func:`plan_zvol_changes` which turns
 (current state, desired volume set) into an ordered list of actions. Modules run the argv lists.
 """
 
 from __future__ import annotations
 
-import re
+from ansible_collections.diskless.cluster.plugins.module_utils._size import parse_size
 
-# Columns read by the one ``zfs list`` call of the zvol module (extra property columns are appended).
+
+# Columns read by the one ``zfs list`` call of the zfs_volumes module (extra property columns are appended).
 LIST_COLUMNS = ("name", "type", "volsize", "volblocksize", "origin", "refreservation", "volmode", "readonly")
 
 # Properties whose values are sizes: compared numerically, never as strings.
@@ -20,9 +21,6 @@ SIZE_PROPERTIES = frozenset(("volsize", "volblocksize", "refreservation", "reser
 
 # Properties that can only be chosen when the volume is created.
 CREATE_ONLY_PROPERTIES = frozenset(("volblocksize",))
-
-_UNITS = {"": 0, "B": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTPE]?)(?:I?B)?\s*$", re.IGNORECASE)
 
 
 class ZfsError(Exception):
@@ -32,34 +30,13 @@ class ZfsError(Exception):
 # ---------------------------------------------------------------------------------------------------------
 # values
 # ---------------------------------------------------------------------------------------------------------
-def parse_size(value) -> int:
-    """Bytes from ``4294967296``, ``"10G"``, ``"512M"``, ``"1.5T"``, ``"8K"`` (powers of 1024, like zfs).
-
-    Raises ValueError on anything else (including negative numbers and booleans).
-    """
-    if isinstance(value, bool):
-        raise ValueError("not a size: %r" % (value,))
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("negative size: %r" % (value,))
-        return value
-    if isinstance(value, float):
-        if value < 0 or value != int(value):
-            raise ValueError("not a whole number of bytes: %r" % (value,))
-        return int(value)
-    match = _SIZE_RE.match(str(value))
-    if not match:
-        raise ValueError("not a size: %r (use bytes or a number with K, M, G, T, P suffix)" % (value,))
-    number, unit = match.group(1), match.group(2).upper()
-    factor = 1024 ** _UNITS[unit]
-    if "." not in number:
-        return int(number) * factor
-    whole, frac = number.split(".")
-    numerator = int(whole + frac) * factor
-    denominator = 10 ** len(frac)
-    if numerator % denominator:
-        raise ValueError("not a whole number of bytes: %r" % (value,))
-    return numerator // denominator
+def byte_count(cell):
+    """A byte count as ``zfs``/``zpool ... -p`` prints it (``0`` included) as an int, else None. User-written
+    sizes (``10G``) are module_utils ``_size.parse_size``."""
+    if isinstance(cell, int) and not isinstance(cell, bool):
+        return cell
+    text = str(cell).strip()
+    return int(text) if text.isdigit() else None
 
 
 def zfs_value(value) -> str:
@@ -74,10 +51,13 @@ def same_value(prop: str, current, desired) -> bool:
     if current is None:
         return False
     if prop in SIZE_PROPERTIES:
+        have = byte_count(current)
         try:
-            return parse_size(current) == parse_size(desired)
+            want = parse_size(desired)
         except ValueError:
-            return str(current) == zfs_value(desired)
+            want = byte_count(desired)  # 0 (e.g. refreservation) is no user size, but a valid value
+        if have is not None and want is not None:
+            return have == want
     return str(current) == zfs_value(desired)
 
 
@@ -114,10 +94,9 @@ def _typed(prop: str, cell: str):
     """A ``-Hp`` cell as Python: ``None`` for ``-``, an int for size properties, else the text."""
     value = _cell(cell)
     if value is not None and prop in SIZE_PROPERTIES:
-        try:
-            return parse_size(value)
-        except ValueError:
-            pass
+        count = byte_count(value)
+        if count is not None:
+            return count
     return value
 
 
@@ -239,9 +218,7 @@ def normalize_volume(spec: dict, default_properties=None) -> dict:
         try:
             size = parse_size(size)
         except ValueError as exc:
-            raise ZfsError("%s: size: %s" % (name, exc))
-        if size == 0:
-            raise ZfsError("%s: size must be greater than 0" % name)
+            raise ZfsError("%s: size %s" % (name, exc))
     origin = spec.get("origin") or None
     if origin is not None and "@" not in origin:
         raise ZfsError("%s: origin %r must be a snapshot <volume>@<snap>" % (name, origin))

@@ -160,7 +160,7 @@ options:
     type: bool
     default: true
 seealso:
-  - module: diskless.cluster.zvol
+  - module: diskless.cluster.zfs_volumes
   - module: diskless.cluster.storage_facts
 notes:
   - The boot-time restore must run after the ZFS volumes exist; the C(diskless.cluster.storage_host)

@@ -41,7 +41,7 @@ options:
     type: str
     default: tank
 seealso:
-  - module: diskless.cluster.zvol
+  - module: diskless.cluster.zfs_volumes
   - module: diskless.cluster.lio_iscsi
 """
 
@@ -112,30 +112,32 @@ ansible_facts:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.diskless.cluster.plugins.module_utils._run import CommandError, Runner, fail, first_line
 from ansible_collections.diskless.cluster.plugins.module_utils import lio
 from ansible_collections.diskless.cluster.plugins.module_utils import zfs as zfsu
 
 
 def main():
     module = AnsibleModule(argument_spec=dict(pool=dict(type="str", default="tank")), supports_check_mode=True)
-    module.run_command_environ_update = {"LANG": "C", "LC_ALL": "C", "LC_MESSAGES": "C"}
+    run = Runner(module)
     pool = module.params["pool"]
     facts = {"pool": None, "volumes": {}, "lio": False, "exports": {"backstores": {}, "targets": {}}, "sessions": []}
 
     zpool = module.get_bin_path("zpool", required=True)
     zfs = module.get_bin_path("zfs", required=True)
     argv = zfsu.argv_zpool_list(zpool, pool)
-    rc, out, err = module.run_command(argv)
+    rc, out, err = run.raw(argv)
     if rc == 0:
         facts["pool"] = zfsu.parse_zpool_list(out).get(pool)
-        argv = zfsu.argv_list(zfs, pool)
-        rc, out, err = module.run_command(argv)
-        if rc != 0:
-            module.fail_json(msg="zfs list failed: %s" % (err.strip().splitlines() or ["no error output"])[0], cmd=argv, rc=rc)
+        try:
+            out = run(zfsu.argv_list(zfs, pool), "zfs list %s" % pool)
+        except CommandError as exc:
+            fail(module, exc)
         current = zfsu.parse_zfs_list(out, zfsu.list_columns())
         facts["volumes"] = {n: zfsu.volume_view(r, current) for n, r in sorted(current.items()) if r.get("type") == "volume"}
     elif not zfsu.dataset_missing(err):
-        module.fail_json(msg="zpool list failed: %s" % (err.strip().splitlines() or ["no error output"])[0], cmd=argv, rc=rc)
+        fail(module, CommandError("zpool list %s failed (zpool, rc %d): %s" % (pool, rc, first_line(err)), argv, rc,
+                                  out, err))
 
     rtslib, dummy = lio.import_rtslib()
     if rtslib is not None and os.path.isdir(lio.CONFIGFS_TARGET):

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The A/B health gate program of roles/ab_update (files/dl-ab-gate), installed as the role installs it (next
-to a copy of module_utils/grub.py), against a fake LIO configfs tree and a real grub-editenv env file."""
+to module_utils/grub.py as the module ab_update_host writes it), against a fake LIO configfs tree and a real grub-editenv env file."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from ansible_collections.diskless.cluster.plugins.module_utils._ab_update_host import grub_source
 
 REPO = Path(__file__).resolve().parents[3]
 EDITENV = shutil.which("grub-editenv")
@@ -25,7 +26,7 @@ def gate(tmp_path, monkeypatch):
     lib = tmp_path / "lib"
     lib.mkdir()
     shutil.copy(REPO / "roles" / "ab_update" / "files" / "dl-ab-gate", lib / "dl-ab-gate")
-    shutil.copy(REPO / "plugins" / "module_utils" / "grub.py", lib / "dl_ab_grub.py")
+    (lib / "dl_ab_grub.py").write_text(grub_source())  # what ab_update_host writes at its gate_library
     env = tmp_path / "grubenv"
     (lib / "gate.json").write_text(json.dumps({
         "env_file": str(env), "slots": ["A", "B"], "cmdline_key": "dl.slot", "pool": "", "units": [],
@@ -33,8 +34,6 @@ def gate(tmp_path, monkeypatch):
     spec = importlib.util.spec_from_loader("dl_ab_gate", loader=None, origin=str(lib / "dl-ab-gate"))
     mod = importlib.util.module_from_spec(spec)
     mod.__file__ = str(lib / "dl-ab-gate")
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    sys.modules.pop("dl_ab_grub", None)
     exec(compile((lib / "dl-ab-gate").read_text(), str(lib / "dl-ab-gate"), "exec"), mod.__dict__)
     monkeypatch.setattr(mod, "VERDICT", str(tmp_path / "run" / "verdict.json"))
     monkeypatch.setattr(mod, "CONFIGFS", str(tmp_path / "configfs"))
@@ -148,7 +147,7 @@ def test_a_failed_unit_ends_the_wait(gate, monkeypatch, capsys):
 
 
 @needs_editenv
-def test_good_marks_the_booted_slot_like_grub_ab(gate, capsys):
+def test_good_marks_the_booted_slot_like_ab_update_slots(gate, capsys):
     env = gate.test_env
     editenv(env, "create")
     # GRUB booted B (its try consumed); A is the good fallback

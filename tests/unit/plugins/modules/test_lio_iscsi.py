@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.diskless.cluster.plugins.module_utils import lio
 from ansible_collections.diskless.cluster.plugins.modules import lio_iscsi
 
@@ -30,14 +28,6 @@ def load_fake():
 fake = load_fake()
 
 
-class Exit(Exception):
-    pass
-
-
-class Fail(Exception):
-    pass
-
-
 acl, export = fake.acl, fake.export
 
 
@@ -50,7 +40,7 @@ def wanted():
 
 
 @pytest.fixture
-def run(monkeypatch, tmp_path):
+def run(monkeypatch, tmp_path, run_main):
     configfs = tmp_path / "configfs"
     configfs.mkdir()
     monkeypatch.setattr(lio, "CONFIGFS_TARGET", str(configfs))
@@ -58,15 +48,6 @@ def run(monkeypatch, tmp_path):
     installed = fake.install()
     monkeypatch.setitem(sys.modules, "rtslib_fb", installed)
     monkeypatch.setitem(sys.modules, "rtslib_fb.tcm", installed.tcm)
-
-    def exit_json(self, **kwargs):
-        raise Exit(kwargs)
-
-    def fail_json(self, **kwargs):
-        raise Fail(kwargs)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
 
     def _run(args, check=False, diff=False, sessions=("node001", "node009")):
         infos = {}
@@ -76,12 +57,7 @@ def run(monkeypatch, tmp_path):
         fake.load(json.loads((FIXTURES / "rtsroot_dump.json").read_text()), infos)
         args = dict(args)
         args.setdefault("save_file", SAVE)
-        args["_ansible_check_mode"] = check
-        args["_ansible_diff"] = diff
-        with patch_module_args(args):
-            with pytest.raises((Exit, Fail)) as raised:
-                lio_iscsi.main()
-        return raised.type is Exit, raised.value.args[0]
+        return run_main(lio_iscsi.main, args, check, diff)
     return _run
 
 
@@ -118,17 +94,14 @@ def test_force_reconciles_saves_once_and_leaves_node001_alone(run):
     assert "new-secret-2" not in json.dumps(result)
 
 
-def test_second_run_is_idempotent_and_does_not_save(run):
+def test_second_run_is_idempotent_and_does_not_save(run, run_main):
     run({"exports": wanted(), "force": True})
     state = fake.KERNEL
     # run again against the state the first run left (no reload of the fixture)
-    args = {"exports": wanted(), "save_file": SAVE, "_ansible_check_mode": False, "_ansible_diff": False}
     state.log.clear()
-    with patch_module_args(args):
-        with pytest.raises(Exit) as raised:
-            lio_iscsi.main()
-    assert raised.value.args[0]["changed"] is False
-    assert raised.value.args[0]["actions"] == []
+    ok, result = run_main(lio_iscsi.main, {"exports": wanted(), "save_file": SAVE})
+    assert ok and result["changed"] is False
+    assert result["actions"] == []
     assert state.log == []
 
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The grub_ab module through AnsibleModule against the real grub-editenv on temporary files: facts,
+"""The ab_update_slots module through AnsibleModule against the real grub-editenv on temporary files: facts,
 transitions, check mode, diff, refusals and errors."""
 
 from __future__ import annotations
@@ -11,20 +11,11 @@ import subprocess
 import pytest
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
-from ansible_collections.diskless.cluster.plugins.modules import grub_ab
+from ansible_collections.diskless.cluster.plugins.modules import ab_update_slots
 
 EDITENV = shutil.which("grub-editenv")
 pytestmark = pytest.mark.skipif(EDITENV is None, reason="grub-editenv (grub-common) is not installed")
 FRESH = "ORDER=A B\nA_OK=1\nA_TRY=0\nB_OK=0\nB_TRY=0\n"
-
-
-class Exit(Exception):
-    pass
-
-
-class Fail(Exception):
-    pass
 
 
 def listing(path) -> str:
@@ -36,16 +27,8 @@ def editenv_set(path, *pairs):
 
 
 @pytest.fixture
-def run(monkeypatch, tmp_path):
+def run(monkeypatch, tmp_path, run_main):
     """run(args, booted="A", check=False, diff=False) -> (ok, result, calls); real grub-editenv, recorded."""
-    def exit_json(self, **kwargs):
-        raise Exit(kwargs)
-
-    def fail_json(self, **kwargs):
-        raise Fail(kwargs)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
     real_run_command = basic.AnsibleModule.run_command
     calls = []
 
@@ -60,13 +43,9 @@ def run(monkeypatch, tmp_path):
         cmdline.write_text("BOOT_IMAGE=/vmlinuz root=UUID=1234 ro%s panic=30\n"
                            % ("" if booted is None else " dl.slot=%s" % booted))
         args = dict({"env_file": str(tmp_path / "grubenv"), "cmdline_file": str(cmdline)}, **args)
-        args["_ansible_check_mode"] = check
-        args["_ansible_diff"] = diff
         del calls[:]
-        with patch_module_args(args):
-            with pytest.raises((Exit, Fail)) as raised:
-                grub_ab.main()
-        return raised.type is Exit, raised.value.args[0], [argv for argv, _env in calls]
+        ok, result = run_main(ab_update_slots.main, args, check, diff)
+        return ok, result, [argv for argv, _env in calls]
     _run.calls = calls
     return _run
 
@@ -157,22 +136,22 @@ def test_bad_of_booted_slot_needs_force(run, envfile):
     before = envfile.read_bytes()
     ok, result, dummy = run({"state": "bad", "slot": "A"})
     assert not ok and envfile.read_bytes() == before
-    assert result["msg"] == "grub_ab: slot A is the booted slot: marking it bad needs force: true (or use state=rollback)"
+    assert result["msg"] == "slot A is the booted slot: marking it bad needs force: true (or use state=rollback)"
     ok, result, dummy = run({"state": "bad", "slot": "A", "force": True})
     assert ok and listing(envfile) == "ORDER=B A\nA_OK=0\nA_TRY=0\nB_OK=1\nB_TRY=0\n"
 
 
 @pytest.mark.parametrize("args,booted,msg", [
     ({"state": "try", "slot": "A"}, "A",
-     "grub_ab: slot A is the booted slot: try the other slot (write the new image there first)"),
+     "slot A is the booted slot: try the other slot (write the new image there first)"),
     ({"state": "bad", "slot": "A", "force": True}, "A",
-     "grub_ab: slot A is the last slot with A_OK=1: marking it bad leaves GRUB nothing to boot"),
-    ({"state": "try", "slot": "C"}, "A", "grub_ab: slot 'C' is not in slots A B"),
-    ({"state": "good"}, None, "grub_ab: state=good needs the booted slot but the kernel command line has no dl.slot=: "
+     "slot A is the last slot with A_OK=1: marking it bad leaves GRUB nothing to boot"),
+    ({"state": "try", "slot": "C"}, "A", "slot 'C' is not in slots A B"),
+    ({"state": "good"}, None, "state=good needs the booted slot but the kernel command line has no dl.slot=: "
      "boot through the generated grub.cfg (or set slot_cmdline_key/cmdline_file)"),
-    ({}, "C", "grub_ab: booted slot 'C' (dl.slot= on the kernel command line) is not in slots A B"),
-    ({"state": "rollback"}, "A", "grub_ab: slot B is bad, not good: nothing to roll back to"),
-    ({"state": "init", "slots": ["A"]}, "A", "grub_ab: slots needs at least two slot names, got ['A']"),
+    ({}, "C", "booted slot 'C' (dl.slot= on the kernel command line) is not in slots A B"),
+    ({"state": "rollback"}, "A", "slot B is bad, not good: nothing to roll back to"),
+    ({"state": "init", "slots": ["A"]}, "A", "slots needs at least two slot names, got ['A']"),
 ])
 def test_refusals_write_nothing(run, envfile, args, booted, msg):
     run({"state": "init"})
@@ -186,7 +165,7 @@ def test_refusals_write_nothing(run, envfile, args, booted, msg):
 def test_transition_on_missing_env_asks_for_init(run, envfile):
     ok, result, calls = run({"state": "good"})
     assert not ok and calls == [] and not envfile.exists()
-    assert result["msg"] == "grub_ab: the GRUB env has no ORDER (not initialised): run state=init first"
+    assert result["msg"] == "the GRUB env has no ORDER (not initialised): run state=init first"
 
 
 def test_bad_needs_slot(run, envfile):
@@ -207,7 +186,7 @@ def test_invalid_env_block_fails_with_command_details(run, envfile):
     envfile.write_text("junk\n")
     ok, result, dummy = run({})
     assert not ok
-    assert result["msg"] == ("grub_ab: %s is not a GRUB environment block (grub-editenv: invalid environment block): "
+    assert result["msg"] == ("%s is not a GRUB environment block (grub-editenv: invalid environment block): "
                              "move it away, state=init creates a new one" % envfile)
     assert result["cmd"] == [EDITENV, str(envfile), "list"] and result["rc"] != 0
     assert "invalid environment block" in result["stderr"]
@@ -216,7 +195,7 @@ def test_invalid_env_block_fails_with_command_details(run, envfile):
 
 def test_missing_cmdline_file_fails(run, envfile, tmp_path):
     ok, result, dummy = run({"cmdline_file": str(tmp_path / "nope")})
-    assert not ok and result["msg"] == "grub_ab: cannot read cmdline_file %s: No such file or directory" % (
+    assert not ok and result["msg"] == "cannot read cmdline_file %s: No such file or directory" % (
         tmp_path / "nope")
 
 
@@ -224,7 +203,7 @@ def test_missing_grub_editenv_names_the_package(run, monkeypatch):
     monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", lambda self, name, required=False, opt_dirs=None: None)
     ok, result, calls = run({})
     assert not ok and calls == []
-    assert result["msg"] == "grub_ab: grub-editenv not found: install the grub-common package"
+    assert result["msg"] == "grub-editenv not found: install the grub-common package"
 
 
 def test_env_block_stays_1024_bytes_through_every_state(run, envfile):

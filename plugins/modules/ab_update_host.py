@@ -7,17 +7,18 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: ab_host
+module: ab_update_host
 short_description: A storage host's own OS in GRUB A/B root slots - read, first install, write an update
 version_added: 0.1.0
 description:
-  - The remote side of the role M(diskless.cluster.ab_update) (see its documentation and C(docs/ab_update.md)),
-    one call per phase so that a run costs a few module start-ups on the host.
+  - The remote side of the role C(diskless.cluster.ab_update) (see its documentation and C(docs/ab_update.md)),
+    one call per phase so that a run costs a few module start-ups on the host (a converged re-run, one).
+  - Formerly C(diskless.cluster.ab_update_host), which still works as a deprecated redirect.
   - The A/B partitions are found by their GPT names C(<label_prefix>-bios), C(<label_prefix>-env) (the plain ext4
     boot env with GRUB, C(grub.cfg), C(grubenv) and the slot markers C(dl-ab/slots.json)) and
     C(<label_prefix>-<slot>); the booted slot by C(<slot_cmdline_key>=<slot>) on the kernel command line; this
     boot's health-gate verdict from C(/run/dl-ab/verdict.json) (written by the gate program of the role).
-  - The grubenv is read and changed with the transitions of M(diskless.cluster.grub_ab) (the same code), with
+  - The grubenv is read and changed with the transitions of M(diskless.cluster.ab_update_slots) (the same code), with
     C(grub-editenv) only. C(grub.cfg) is C(render_grub_cfg) of module_utils C(grub) with one menu entry per slot
     by file-system UUID.
   - Every write is skipped when its result is already there, so a second run reports no change.
@@ -44,7 +45,8 @@ options:
         the env is initialised) it also settles what the last boot decided once the gate verdict is final - the
         booted slot's marker becomes C(booted) when its gate passed; another slot whose marker says C(written) and
         whose try GRUB used without a confirmation (state C(trying)) is marked bad and C(failed), because the host
-        fell back from it - and keeps the running slot's O(slot_files), O(gate_units) and the C(grub.cfg) current.
+        fell back from it - and keeps the running slot's O(slot_files), O(gate_library), O(gate_units) and the
+        C(grub.cfg) current. With O(version) it also returns what an update to it would do (RV(update)).
         When packages of O(packages) are missing it only returns RV(missing_packages).
       - V(installed) - the first install on O(disk) (GPT, file systems, C(grub-install), the running root copied
         into the first slot with rsync, its fstab and O(slot_files), the env with that slot good, C(grub.cfg)).
@@ -52,16 +54,16 @@ options:
       - V(written) - an update. Refuses unless the booted slot is good and its gate verdict is C(good), and refuses a
         O(version) that already failed in the inactive slot unless O(retry_failed). Marks the inactive slot bad, writes
         O(image) into it, carries O(carry_over) over, writes its fstab and O(slot_files), enables O(gate_units) and
-        O(enable_units) in it, regenerates C(grub.cfg) and tries the slot once on the next boot (C(grub_ab
+        O(enable_units) in it, regenerates C(grub.cfg) and tries the slot once on the next boot (C(ab_update_slots
         state=try)). A slot that already holds O(version) intact is tried without being written again. The caller
         reboots and runs V(present).
     type: str
     choices: [present, installed, written]
     default: present
   name:
-    description: The host's name in failure messages (the role passes C(inventory_hostname)); default its hostname.
+    description:
+      - Ignored (it named the host in failure messages; Ansible names the host already). Will be removed in 1.0.0.
     type: str
-    default: ""
   slots:
     description: The slot names (GRUB menu order).
     type: list
@@ -90,6 +92,12 @@ options:
         that is written (the health gate program, its settings, its units, the watchdog drop-in).
     type: dict
     default: {}
+  gate_library:
+    description:
+      - Absolute path in a root tree where the source of module_utils C(grub) (the code this module runs) is
+        written along with O(slot_files), for the health gate to import. Empty - none.
+    type: str
+    default: ""
   gate_units:
     description: Units enabled in every slot (the health gate units).
     type: list
@@ -158,7 +166,9 @@ options:
     choices: [tar, raw]
     default: tar
   version:
-    description: V(written) - the version of O(image) (recorded in the slot markers).
+    description:
+      - V(written) - the version of O(image) (recorded in the slot markers).
+      - V(present) - the version an update would install; RV(update) says what that update would do.
     type: str
   retry_failed:
     description: V(written) - write a version that already failed in the inactive slot.
@@ -174,34 +184,37 @@ options:
     type: bool
     default: false
 seealso:
-  - module: diskless.cluster.grub_ab
+  - module: diskless.cluster.ab_update_slots
   - name: RAUC GRUB integration
     description: The variable convention (ORDER, <slot>_OK, <slot>_TRY).
     link: https://rauc.readthedocs.io/en/latest/integration.html#grub
 notes:
-  - Commands run as argv lists with C(LANG=C). Failures are one line naming the host, the step and the tool's error.
+  - Commands run as argv lists with C(LANG=C). Failures are one line naming the object, the step and the tool's
+    error.
 """
 
 EXAMPLES = r"""
 - name: Read the A/B set-up, settle the last boot, keep the running slot's gate current
-  diskless.cluster.ab_host:
+  diskless.cluster.ab_update_host:
     slot_files:
       /usr/local/lib/dl-ab/gate.json: "{{ gate_config | to_json }}"
+    gate_library: /usr/local/lib/dl-ab/dl_ab_grub.py
     gate_units: [dl-ab-health.service, dl-ab-mark-good.service]
+    version: "2026.12"
   register: ab
 
 - name: First install on a spare disk
-  diskless.cluster.ab_host:
+  diskless.cluster.ab_update_host:
     state: installed
     disk: /dev/sdb
   when: not ab.installed
 
 - name: Write an update into the inactive slot and try it on the next boot
-  diskless.cluster.ab_host:
+  diskless.cluster.ab_update_host:
     state: written
     image: /var/tmp/storage-2026.12.tar
     version: "2026.12"
-  when: ab.installed and ab.markers[ab.booted].version != '2026.12'
+  when: ab.update.action != 'none'
 """
 
 RETURN = r"""
@@ -226,7 +239,7 @@ partitions:
   type: dict
   sample: {env: {name: /dev/vdb2, uuid: 5b1e..., fstype: ext4}}
 grub:
-  description: The grubenv as M(diskless.cluster.grub_ab) reports it (C(order), C(next_boot), C(slots) with C(state)).
+  description: The grubenv as M(diskless.cluster.ab_update_slots) reports it (C(order), C(next_boot), C(slots) with C(state)).
   returned: always
   type: dict
 markers:
@@ -247,6 +260,14 @@ settled:
   returned: always
   type: dict
   sample: {slot: B, status: failed, version: "2026.12", fell_back_to: A}
+update:
+  description:
+    - V(present) with O(version) - what an update to O(version) does. C(action) - C(none) (no version, the host
+      does not boot from a slot yet, or the booted slot runs it), C(reuse) (the inactive slot holds it intact and
+      is tried again without being written), C(write) (the image goes into the inactive slot); C(slot) - that slot.
+  returned: always
+  type: dict
+  sample: {action: write, slot: B}
 missing_packages:
   description: Packages of O(packages) that are not installed.
   returned: always
@@ -276,24 +297,25 @@ actions:
   sample: ["grubenv: try B (ORDER=B A B_OK=1 B_TRY=0)"]
 """
 
-import socket
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.diskless.cluster.plugins.module_utils import grub
-from ansible_collections.diskless.cluster.plugins.module_utils.ab_host import AbError, Host
+from ansible_collections.diskless.cluster.plugins.module_utils._ab_update_host import Host
+from ansible_collections.diskless.cluster.plugins.module_utils._run import CommandError, Runner, fail
+from ansible_collections.diskless.cluster.plugins.module_utils.ab_update import AbError, update_action
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             state=dict(type="str", default="present", choices=["present", "installed", "written"]),
-            name=dict(type="str", default=""),
+            name=dict(type="str", removed_in_version="1.0.0", removed_from_collection="diskless.cluster"),
             slots=dict(type="list", elements="str", default=["A", "B"]),
             label_prefix=dict(type="str", default="dl-ab"),
             env_mount=dict(type="path", default="/boot/dl-ab"),
             slot_cmdline_key=dict(type="str", default="dl.slot", no_log=False),
             packages=dict(type="list", elements="str", default=[]),
             slot_files=dict(type="dict", default={}),
+            gate_library=dict(type="str", default=""),
             gate_units=dict(type="list", elements="str", default=[]),
             enable_units=dict(type="list", elements="str", default=[]),
             kernel_args=dict(type="list", elements="str", default=["ro"]),
@@ -318,17 +340,15 @@ def main():
         required_if=[("state", "written", ["image", "version"])],
         supports_check_mode=True,
     )
-    module.run_command_environ_update = {"LANG": "C", "LC_ALL": "C", "LC_MESSAGES": "C"}
     params = module.params
-    host = Host(params, lambda argv: module.run_command(argv, expand_user_and_vars=False),
-                host=params["name"] or socket.gethostname().split(".")[0], check_mode=module.check_mode)
+    host = Host(params, Runner(module), check_mode=module.check_mode)
     result = {"changed": False, "settled": None, "missing_packages": []}
     try:
         state = params["state"]
         missing = host.missing_packages()
         if missing and state != "present":
-            module.fail_json(msg="%s: packages %s are missing: install them first (ab_update_manage_packages)"
-                             % (host.host, ", ".join(missing)))
+            module.fail_json(msg="packages %s are missing: install them first (ab_update_manage_packages)"
+                             % ", ".join(missing))
         host.probe()
         if missing:
             result["missing_packages"] = missing
@@ -341,18 +361,15 @@ def main():
                 host.mount_env()
             host.read_state()
             if not host.installed:
-                module.fail_json(msg="%s does not boot from an A/B slot yet: run the first install (ab_update_disk)"
-                                 % host.host)
+                module.fail_json(msg="this host does not boot from an A/B slot yet: run the first install "
+                                     "(ab_update_disk)")
             old, new, written = host.write()
             result.update(old=old, new=new, written=written)
         result.update(host.facts())
-    except AbError as exc:
-        module.fail_json(msg=str(exc), actions=host.actions)
-    except grub.GrubCommandError as exc:
-        module.fail_json(msg="%s: %s" % (host.host, exc), cmd=exc.argv, rc=exc.rc, stdout=exc.out, stderr=exc.err,
-                         actions=host.actions)
-    except grub.GrubError as exc:
-        module.fail_json(msg="%s: %s" % (host.host, exc), actions=host.actions)
+    except (AbError, CommandError, grub.GrubError) as exc:
+        fail(module, exc, actions=host.actions)
+    result["update"] = update_action(host.slots, host.installed, host.booted, host.markers,
+                                     params["version"] if state == "present" else None)
     result["actions"] = host.actions
     result["changed"] = bool(host.actions)
     module.exit_json(**result)

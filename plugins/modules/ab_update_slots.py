@@ -7,11 +7,12 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: grub_ab
+module: ab_update_slots
 short_description: Read and switch the A/B root slots of a storage host in the GRUB environment block
 version_added: 0.1.0
 description:
   - Manages RAUC-style A/B variables in a GRUB environment block (grubenv) with C(grub-editenv) only.
+  - Formerly C(diskless.cluster.grub_ab), which still works as a deprecated redirect.
     The block is a fixed 1024-byte file; it is never written by any other means.
   - "Variables, for slots V(A) and V(B) (names from O(slots)): C(ORDER) lists the slot names separated by
     spaces, first = preferred (C(ORDER=A B)); C(<slot>_OK=1) means the slot may be booted, anything else
@@ -131,35 +132,35 @@ notes:
 
 EXAMPLES = r"""
 - name: First install - create the env with slot A good and first
-  diskless.cluster.grub_ab:
+  diskless.cluster.ab_update_slots:
     env_file: /boot/efi/grubenv
     state: init
     slot: A
 
 - name: Health gate (every boot, after boot-complete.target) - confirm the booted slot
-  diskless.cluster.grub_ab:
+  diskless.cluster.ab_update_slots:
     env_file: /boot/efi/grubenv
     state: good
 
 - name: Read the slots
-  diskless.cluster.grub_ab:
+  diskless.cluster.ab_update_slots:
     env_file: /boot/efi/grubenv
   register: ab
 
 - name: Update - the inactive slot is bad while its image is rewritten
-  diskless.cluster.grub_ab:
+  diskless.cluster.ab_update_slots:
     env_file: /boot/efi/grubenv
     state: bad
     slot: "{{ ab.others[0] }}"
 
 - name: Update - boot the new image once on the next reboot
-  diskless.cluster.grub_ab:
+  diskless.cluster.ab_update_slots:
     env_file: /boot/efi/grubenv
     state: try
     slot: "{{ ab.others[0] }}"
 
 - name: Give up on the booted slot and boot the other one next time
-  diskless.cluster.grub_ab:
+  diskless.cluster.ab_update_slots:
     env_file: /boot/efi/grubenv
     state: rollback
 """
@@ -237,6 +238,7 @@ diff:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.diskless.cluster.plugins.module_utils._run import Runner, fail
 from ansible_collections.diskless.cluster.plugins.module_utils import grub
 
 
@@ -254,29 +256,27 @@ def main():
         required_if=[("state", "bad", ["slot"])],
         supports_check_mode=True,
     )
-    module.run_command_environ_update = {"LANG": "C", "LC_ALL": "C", "LC_MESSAGES": "C"}
+    run = Runner(module)
     params = module.params
 
     try:
         with open(params["cmdline_file"]) as handle:
             cmdline = handle.read()
     except OSError as exc:
-        module.fail_json(msg="grub_ab: cannot read cmdline_file %s: %s" % (params["cmdline_file"], exc.strerror))
+        module.fail_json(msg="cannot read cmdline_file %s: %s" % (params["cmdline_file"], exc.strerror))
     booted = grub.parse_cmdline(cmdline, params["slot_cmdline_key"])
 
     editenv = module.get_bin_path("grub-editenv")
     if not editenv:
-        module.fail_json(msg="grub_ab: grub-editenv not found: install the grub-common package")
-    genv = grub.GrubEnv(editenv, params["env_file"], module.run_command)
+        module.fail_json(msg="grub-editenv not found: install the grub-common package")
+    genv = grub.GrubEnv(editenv, params["env_file"], run.raw)
 
     try:
         outcome = grub.run_transition(genv, params["slots"], params["state"], booted=booted, slot=params["slot"],
                                       force=params["force"], check_mode=module.check_mode,
                                       cmdline_key=params["slot_cmdline_key"])
-    except grub.GrubCommandError as exc:
-        module.fail_json(msg="grub_ab: %s" % exc, cmd=exc.argv, rc=exc.rc, stdout=exc.out, stderr=exc.err)
     except grub.GrubError as exc:
-        module.fail_json(msg="grub_ab: %s" % exc)
+        fail(module, exc)
 
     result = dict(outcome["facts"])
     result.update(changed=outcome["changed"], changes=outcome["changes"], commands=outcome["commands"])

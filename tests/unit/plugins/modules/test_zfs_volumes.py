@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The zvol module: exact argv sequences through a mocked run_command, check mode, refusals."""
+"""The zfs_volumes module: exact argv sequences through a mocked run_command, check mode, refusals."""
 
 from __future__ import annotations
 
@@ -8,20 +8,11 @@ from pathlib import Path
 import pytest
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
-from ansible_collections.diskless.cluster.plugins.modules import zvol
+from ansible_collections.diskless.cluster.plugins.modules import zfs_volumes
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "zfs"
 LIST = ["/sbin/zfs", "list", "-Hp", "-t", "filesystem,volume,snapshot",
         "-o", "name,type,volsize,volblocksize,origin,refreservation,volmode,readonly", "-r", "tank"]
-
-
-class Exit(Exception):
-    pass
-
-
-class Fail(Exception):
-    pass
 
 
 class Runner:
@@ -42,15 +33,7 @@ class Runner:
 
 
 @pytest.fixture
-def run(monkeypatch):
-    def exit_json(self, **kwargs):
-        raise Exit(kwargs)
-
-    def fail_json(self, **kwargs):
-        raise Fail(kwargs)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+def run(monkeypatch, run_main):
     monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", lambda self, name, required=False, opt_dirs=None: "/sbin/" + name)
     waited = []
 
@@ -58,7 +41,7 @@ def run(monkeypatch):
         waited.append(list(names))
         return []
 
-    monkeypatch.setattr(zvol, "wait_for_devices", wait_for_devices)
+    monkeypatch.setattr(zfs_volumes, "wait_for_devices", wait_for_devices)
 
     def _run(args, expected, check=False, diff=False):
         runner = Runner(expected)
@@ -68,14 +51,9 @@ def run(monkeypatch):
             return runner(self, args, **kwargs)
 
         monkeypatch.setattr(basic.AnsibleModule, "run_command", run_command)
-        args = dict(args)
-        args["_ansible_check_mode"] = check
-        args["_ansible_diff"] = diff
-        with patch_module_args(args):
-            with pytest.raises((Exit, Fail)) as raised:
-                zvol.main()
+        ok, result = run_main(zfs_volumes.main, args, check, diff)
         assert not runner.expected, "commands not run: %r" % (runner.expected,)
-        return raised.type is Exit, raised.value.args[0], runner
+        return ok, result, runner
     return _run
 
 
@@ -152,7 +130,7 @@ def test_missing_pool_without_devices_fails_in_one_line(run):
     ok, result, dummy = run({"pool": "tank", "volumes": [GOLDEN]},
                             [(LIST, 1, "", "cannot open 'tank': dataset does not exist\n")])
     assert not ok
-    assert result["msg"] == "zvol: pool tank does not exist: import it or give pool_devices to create it"
+    assert result["msg"] == "pool tank does not exist: import it or give pool_devices to create it"
 
 
 def test_shrink_refused_nothing_run(run):
@@ -170,7 +148,7 @@ def test_prune_refuses_exported_volume_from_given_devices(run):
                               "exported_devices": ["/dev/zvol/tank/nodes/node002-root"]},
                              [(LIST, 0, fixture_list(), "")])
     assert not ok and runner.calls == [LIST]
-    assert result["msg"] == ("zvol: tank/nodes/node002-root is exported by LIO: remove its export first (lio_iscsi) "
+    assert result["msg"] == ("tank/nodes/node002-root is exported by LIO: remove its export first (lio_iscsi) "
                              "or set force: true")
 
 
@@ -191,7 +169,7 @@ def test_failed_command_reports_first_stderr_line_and_what_was_done(run):
          (["/sbin/zfs", "set", "volsize=3221225472", "tank/nodes/node003-root"], 1, "",
           "cannot set property for 'tank/nodes/node003-root': out of space\nmore\n")])
     assert not ok
-    assert result["msg"] == "zfs set tank/nodes/node003-root failed: cannot set property for 'tank/nodes/node003-root': out of space"
+    assert result["msg"] == "zfs set tank/nodes/node003-root failed (zfs, rc 1): cannot set property for 'tank/nodes/node003-root': out of space"
     assert result["actions"] == ["clone tank/nodes/node003-root from tank/golden/debian12@v1"]
 
 
@@ -209,10 +187,10 @@ def test_extra_properties_are_listed_in_the_same_zfs_list(run):
 
 def test_volume_outside_pool_and_duplicates_fail(run):
     ok, result, dummy = run({"pool": "tank", "volumes": [{"name": "other/x", "size": 1}]}, [])
-    assert not ok and result["msg"] == "zvol: volumes outside pool tank: other/x"
+    assert not ok and result["msg"] == "volumes outside pool tank: other/x"
     ok, result, dummy = run({"pool": "tank", "volumes": [{"name": "tank/x", "size": 1}, {"name": "tank/x", "size": 1}]}, [])
-    assert not ok and result["msg"] == "zvol: volumes listed twice: tank/x"
+    assert not ok and result["msg"] == "volumes listed twice: tank/x"
 
 
 def test_exported_datasets_matches_zvol_paths():
-    assert zvol.exported_datasets(["/dev/zvol/tank/a", "/dev/zd0"], ["tank/a", "tank/b"]) == {"tank/a"}
+    assert zfs_volumes.exported_datasets(["/dev/zvol/tank/a", "/dev/zd0"], ["tank/a", "tank/b"]) == {"tank/a"}

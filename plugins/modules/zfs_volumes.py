@@ -7,12 +7,13 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: zvol
+module: zfs_volumes
 short_description: Reconcile the whole set of ZFS volumes of a storage host
 version_added: 0.1.0
 description:
   - Takes B(every) ZFS volume this host should have in one call and reconciles them against one
     C(zfs list -Hp) of the pool.
+  - Formerly C(diskless.cluster.zvol), which still works as a deprecated redirect.
   - Golden volumes are created sparse (C(zfs create -s -V)); node volumes are thin C(zfs clone)s of a
     golden snapshot. Volumes are grown (never shrunk), properties are set, and missing snapshots of
     golden volumes are taken.
@@ -154,7 +155,7 @@ notes:
 
 EXAMPLES = r"""
 - name: Golden image volume, its snapshot and two node clones
-  diskless.cluster.zvol:
+  diskless.cluster.zfs_volumes:
     pool: tank
     pool_devices: [/dev/vdb]
     filesystem_properties:
@@ -174,7 +175,7 @@ EXAMPLES = r"""
         origin: tank/golden/debian12@v1
 
 - name: Retire volumes that are no longer planned (refuses exported ones)
-  diskless.cluster.zvol:
+  diskless.cluster.zfs_volumes:
     pool: tank
     prune: true
     prune_scope: [tank/nodes]
@@ -230,6 +231,7 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.diskless.cluster.plugins.module_utils._run import CommandError, Runner, fail, first_line
 from ansible_collections.diskless.cluster.plugins.module_utils import zfs as zfsu
 
 CONFIGFS_CORE = "/sys/kernel/config/target/core"
@@ -265,24 +267,18 @@ def wait_for_devices(module, names, timeout=120.0) -> list:
     """Wait until udev made /dev/zvol/<name> of every new volume (zfs returns before that, and the next
     task, lio_iscsi, opens the device). Returns the names still missing after ``timeout`` seconds."""
     udevadm = module.get_bin_path("udevadm")
+    run = Runner(module)
     deadline = time.monotonic() + timeout
     missing = [n for n in names if not os.path.exists("/dev/zvol/" + n)]
     while missing and time.monotonic() < deadline:
         if udevadm:
-            module.run_command([udevadm, "settle", "--timeout=%d" % max(1, int(deadline - time.monotonic()))])
+            run.raw([udevadm, "settle", "--timeout=%d" % max(1, int(deadline - time.monotonic()))])
         else:
             time.sleep(0.5)
         missing = [n for n in missing if not os.path.exists("/dev/zvol/" + n)]
         if missing:
             time.sleep(0.2)
     return missing
-
-
-def first_line(text: str) -> str:
-    for line in (text or "").splitlines():
-        if line.strip():
-            return line.strip()
-    return "no error output"
 
 
 def main():
@@ -310,35 +306,36 @@ def main():
         ),
         supports_check_mode=True,
     )
-    module.run_command_environ_update = {"LANG": "C", "LC_ALL": "C", "LC_MESSAGES": "C"}
+    run = Runner(module)
     params = module.params
     pool = params["pool"]
 
     try:
         desired = [zfsu.normalize_volume(v, {"volmode": params["volmode"]}) for v in params["volumes"]]
     except zfsu.ZfsError as exc:
-        module.fail_json(msg="zvol: %s" % exc)
+        module.fail_json(msg=str(exc))
     names = [v["name"] for v in desired]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        module.fail_json(msg="zvol: volumes listed twice: %s" % ", ".join(dupes))
+        module.fail_json(msg="volumes listed twice: %s" % ", ".join(dupes))
     outside = [n for n in names if n.split("/", 1)[0] != pool]
     if outside:
-        module.fail_json(msg="zvol: volumes outside pool %s: %s" % (pool, ", ".join(outside)))
+        module.fail_json(msg="volumes outside pool %s: %s" % (pool, ", ".join(outside)))
 
     zfs = module.get_bin_path("zfs", required=True)
     extra = sorted({k for v in desired for k in v["properties"]} - set(zfsu.LIST_COLUMNS))
     columns = zfsu.list_columns(extra)
     list_argv = zfsu.argv_list(zfs, pool, extra)
-    rc, out, err = module.run_command(list_argv)
+    rc, out, err = run.raw(list_argv)
     commands = []
     actions_text = []
     pool_created = False
     if rc != 0:
         if not zfsu.dataset_missing(err):
-            module.fail_json(msg="zfs list failed: %s" % first_line(err), cmd=list_argv, rc=rc, stdout=out, stderr=err)
+            fail(module, CommandError("zfs list %s failed (zfs, rc %d): %s" % (pool, rc, first_line(err)),
+                                      list_argv, rc, out, err))
         if not params["pool_devices"]:
-            module.fail_json(msg="zvol: pool %s does not exist: import it or give pool_devices to create it" % pool)
+            module.fail_json(msg="pool %s does not exist: import it or give pool_devices to create it" % pool)
         zpool = module.get_bin_path("zpool", required=True)
         create_argv = zfsu.argv_zpool_create(zpool, pool, params["pool_devices"], params["force"],
                                              params["pool_properties"], params["filesystem_properties"])
@@ -346,17 +343,17 @@ def main():
         actions_text.append("create pool %s on %s" % (pool, " ".join(params["pool_devices"])))
         pool_created = True
         if not module.check_mode:
-            rc, out, err = module.run_command(create_argv)
-            if rc != 0:
+            try:
+                run(create_argv, "zpool create %s" % pool)
+            except CommandError as exc:
                 hint = "" if params["force"] else " (set force: true to overwrite devices that hold old labels)"
-                module.fail_json(msg="zpool create %s failed: %s%s" % (pool, first_line(err), hint),
-                                 cmd=create_argv, rc=rc, stdout=out, stderr=err)
+                fail(module, CommandError(str(exc) + hint, exc.argv, exc.rc, exc.out, exc.err))
         current = {}
     else:
         try:
             current = zfsu.parse_zfs_list(out, columns)
         except ValueError as exc:
-            module.fail_json(msg="zvol: cannot parse zfs list output: %s" % exc, stdout=out)
+            module.fail_json(msg="cannot parse the output of zfs list: %s" % exc, stdout=out)
 
     exported_devs = params["exported_devices"]
     if exported_devs is None:
@@ -368,7 +365,7 @@ def main():
         actions = zfsu.plan_zvol_changes(current, desired, force=params["force"], prune=params["prune"],
                                          exported=exported, scope=params["prune_scope"])
     except zfsu.ZfsError as exc:
-        module.fail_json(msg="zvol: %s" % exc)
+        module.fail_json(msg=str(exc))
 
     for action in actions:
         if action["action"] == "warn":
@@ -379,10 +376,10 @@ def main():
         actions_text.append(action["text"])
         if module.check_mode:
             continue
-        rc, out, err = module.run_command(argv)
-        if rc != 0:
-            module.fail_json(msg="zfs %s %s failed: %s" % (argv[1], action["name"], first_line(err)),
-                             cmd=argv, rc=rc, stdout=out, stderr=err, actions=actions_text[:-1])
+        try:
+            run(argv, "zfs %s %s" % (argv[1], action["name"]))
+        except CommandError as exc:
+            fail(module, exc, actions=actions_text[:-1])
 
     real = [a for a in actions if a["action"] != "warn"]
     after = zfsu.simulate(current, real)
@@ -391,7 +388,7 @@ def main():
                and (after.get(a["name"]) or {}).get("volmode", params["volmode"]) != "none"]
         missing = wait_for_devices(module, new)
         if missing:
-            module.fail_json(msg="zvol: no device /dev/zvol/%s appeared after creating it (is udev running and "
+            module.fail_json(msg="no device /dev/zvol/%s appeared after creating it (is udev running and "
                                  "the zfs udev rule installed?)" % missing[0], actions=actions_text, changed=True)
     props = extra
     result = dict(
