@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, NoReturn, Sequence
 
+from ansible_collections.diskless.cluster.plugins.module_utils import _size
+
 
 class LabError(Exception):
     """A failure with a message meant for the user (printed as `lab: <message>`)."""
@@ -41,13 +43,11 @@ def run(argv: Sequence[str], *, what: str, capture: bool = False, check: bool = 
 
 
 def parse_size(value: Any, field: str) -> int:
-    """'16G' / '512M' / 1073741824 -> bytes (binary units)."""
-    if isinstance(value, int) and value > 0:
-        return value
-    m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", str(value), re.IGNORECASE)
-    if not m:
-        die(f"{field}: {value!r} is not a size like 512M or 16G")
-    return int(m.group(1)) * 1024 ** "_KMGT".index(m.group(2).upper() or "_")
+    """'16G' / '512M' / 1073741824 -> bytes: the collection's one size parser (binary units), lab wording."""
+    try:
+        return _size.parse_size(value)
+    except ValueError as exc:
+        die(f"{field}: {value!r} {exc}")
 
 
 def parse_duration(value: Any, field: str) -> int:

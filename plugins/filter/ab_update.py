@@ -10,8 +10,8 @@ from __future__ import annotations
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.diskless.cluster.plugins.module_utils.grub import GrubError, render_grub_cfg
+from ansible_collections.diskless.cluster.plugins.module_utils.plan_slice import storage_partners
 
-MULTIPATH_MODES = ("mirror", "image")
 
 
 def ab_update_grub_cfg(entries, slots=None, env_file="/grub/grubenv", env_fs_uuid=None, cmdline_key="dl.slot",
@@ -31,31 +31,15 @@ def ab_update_grub_cfg(entries, slots=None, env_file="/grub/grubenv", env_fs_uui
 
 
 def ab_update_partners(plan, host):
-    """``cluster_plan | diskless.cluster.ab_update_partners(inventory_hostname)``: the other storage hosts that
-    hold another path of a node root that has a path on ``host`` (the other half of a ``mirror``, the other
-    paths of a shared ``image``), as ``[{host, nodes, modes}]`` sorted by host. Empty when no node root of
-    ``host`` has a second path (``iscsi`` roots have one): then nothing depends on a partner."""
+    """``plan | diskless.cluster.ab_update_partners(inventory_hostname)``: the other storage hosts that hold
+    another path of a node root that has a path on ``host`` (the other half of a ``mirror``, the other paths
+    of a shared ``image``), as ``[{host, nodes, modes, pool}]`` sorted by host (the ``partners`` of the host's
+    plan slice). Empty when no node root of ``host`` has a second path."""
     if not isinstance(plan, dict) or "nodes" not in plan or "storage" not in plan:
-        raise AnsibleFilterError("ab_update_partners: the input must be the cluster plan (cluster_plan)")
+        raise AnsibleFilterError("ab_update_partners: the input must be the cluster plan (cluster_plan with redact=true)")
     if host not in plan["storage"]:
         raise AnsibleFilterError("ab_update_partners: %s is not a storage host of the plan" % host)
-    partners = {}
-    for name in sorted(plan["nodes"]):
-        node = plan["nodes"][name]
-        if node.get("root") not in MULTIPATH_MODES:
-            continue
-        holders = [p.get("storage_host") for p in node.get("paths", [])]
-        if host not in holders:
-            continue
-        for other in holders:
-            if other == host:
-                continue
-            entry = partners.setdefault(other, {"host": other, "nodes": [], "modes": []})
-            if name not in entry["nodes"]:
-                entry["nodes"].append(name)
-            if node["root"] not in entry["modes"]:
-                entry["modes"].append(node["root"])
-    return [partners[h] for h in sorted(partners)]
+    return storage_partners(plan, host)
 
 
 class FilterModule:

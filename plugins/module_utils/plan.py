@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 
 from ansible_collections.diskless.cluster.plugins.module_utils import _schema as schema
+from ansible_collections.diskless.cluster.plugins.module_utils._size import format_size, parse_size
 
 try:
     import netaddr
@@ -51,11 +52,9 @@ _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 _DNS_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 _IQN_RE = re.compile(r"^iqn\.[0-9]{4}-(0[1-9]|1[0-2])\.[a-z0-9.:-]+\Z")
 _IQN_DATE_RE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])\Z")
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)(i?B)?\s*$", re.IGNORECASE)
 _SECRET_RE = re.compile(r"^[A-Za-z0-9!#%+,./:=?@^_~-]+\Z")
 _VERSION_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,31}\Z")
 _POOL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,254}\Z")
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 _CANONICAL_MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}\Z")
 _TRAILING_DIGITS = re.compile(r"([0-9]+)$")
 _SERIAL_NAMESPACE = uuid.UUID("6f0b8a52-8f3e-4c55-9d0e-5e7c1f6a2b10")
@@ -75,23 +74,6 @@ class PlanError(Exception):
 # ---------------------------------------------------------------------------------------------------------
 # Small pure helpers (also exposed as filters)
 # ---------------------------------------------------------------------------------------------------------
-
-def parse_size(value) -> int:
-    """Parse ``2G``, ``512MiB``, ``1.5T`` or a byte count into bytes (binary units, as ZFS uses)."""
-    if isinstance(value, bool):
-        raise ValueError("is not a size")
-    if isinstance(value, int):
-        if value <= 0:
-            raise ValueError("must be positive")
-        return value
-    match = _SIZE_RE.match(str(value))
-    if not match:
-        raise ValueError("is not a size (use bytes or a number with K, M, G, T or P)")
-    number = float(match.group(1)) * _UNITS[match.group(2).upper()]
-    if number < 1 or number != int(number):
-        raise ValueError("is not a whole, positive number of bytes")
-    return int(number)
-
 
 def normalize_mac(value, style: str = "colon") -> str:
     """Normalise a MAC address to lower case ``52:54:00:aa:bb:cc`` (or ``52-54-00-aa-bb-cc``)."""
@@ -482,7 +464,7 @@ class _Planner:
             for host, spec in self.storage.items():
                 if image["size_bytes"] and spec["pool_size_bytes"] and image["size_bytes"] > spec["pool_size_bytes"]:
                     self.err(host, "storage_pool_size", "image '%s' (%s) does not fit in the pool (%s)"
-                             % (image["name"], _human(image["size_bytes"]), _human(spec["pool_size_bytes"])))
+                             % (image["name"], format_size(image["size_bytes"]), format_size(spec["pool_size_bytes"])))
 
     def _claim(self, address, host, field) -> None:
         owner = self.addresses.get(address)
@@ -586,7 +568,7 @@ class _Planner:
                         ok = False
                     elif image and image["size_bytes"] and root_size < image["size_bytes"]:
                         self.err(node, "node_root_size", "%s is smaller than image '%s' (%s); a clone can only grow"
-                                 % (_human(root_size), image["name"], _human(image["size_bytes"])))
+                                 % (format_size(root_size), image["name"], format_size(image["size_bytes"])))
                         ok = False
 
             hosts = self._node_storage(node, hv, mode, storage_hosts)
@@ -614,7 +596,7 @@ class _Planner:
                     break
                 if ("node_root_size" in hv and root_size and spec["pool_size_bytes"] and root_size > spec["pool_size_bytes"]):
                     self.err(node, "node_root_size", "%s does not fit in the pool of %s (%s)"
-                             % (_human(root_size), host, _human(spec["pool_size_bytes"])))
+                             % (format_size(root_size), host, format_size(spec["pool_size_bytes"])))
                     break
                 paths.append({
                     "storage_host": host,
@@ -957,13 +939,6 @@ class _Planner:
             "storage": self.storage,
             "provisioning": provisioning,
         }
-
-
-def _human(size: int) -> str:
-    for unit, factor in (("P", 1 << 50), ("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if size >= factor and size % factor == 0:
-            return "%d%s" % (size // factor, unit)
-    return "%d bytes" % size
 
 
 def build_plan(cluster_vars: Mapping, hostvars: Mapping[str, Mapping], groups: Mapping[str, Sequence[str]]) -> dict:

@@ -4,8 +4,8 @@
 
 """One host's slice of the cluster plan, shaped like the arguments of the modules that take it.
 
-A role passes the parts of its slice to its modules as they are: a storage host's ``zvol`` part is the
-``diskless.cluster.zvol`` arguments, its ``lio_iscsi`` part the ``diskless.cluster.lio_iscsi`` ones; a
+A role passes the parts of its slice to its modules as they are: a storage host's ``zfs_volumes`` part is the
+``diskless.cluster.zfs_volumes`` arguments, its ``lio_iscsi`` part the ``diskless.cluster.lio_iscsi`` ones; a
 provisioning host's ``file_sets`` parts are ``diskless.cluster.file_set`` arguments. A slice holds what
 its host needs and nothing of any other host: a compute node's slice has no secret at all (its own CHAP
 secrets reach it through the initramfs file of the provisioning host); a storage host's holds the CHAP
@@ -23,7 +23,7 @@ MULTIPATH_MODES = ("mirror", "image")
 
 # part of a slice -> the module whose arguments it is (role name of the host class first)
 SLICE_MODULES = {
-    "storage": {"zvol": "zvol", "lio_iscsi": "lio_iscsi"},
+    "storage": {"zfs_volumes": "zfs_volumes", "lio_iscsi": "lio_iscsi"},
     "provisioning": {"public": "file_set", "restricted": "file_set", "reservations": "file_set"},
 }
 
@@ -113,7 +113,7 @@ def _storage(plan, host, volume_defaults):
             "bundle": "%s/%s" % (image["name"], image["version"]),
             "volume": g["volume"],
             "snapshot": g["snapshot"],
-            # the zvol entry that writes the image: writable, no snapshot yet
+            # the zfs_volumes entry that writes the image: writable, no snapshot yet
             "unwritten": dict(entry, snapshots=[], properties=dict(golden_props, readonly="off")),
         })
     golden_names = {g["volume"] for g in spec["golden"]}
@@ -129,7 +129,7 @@ def _storage(plan, host, volume_defaults):
         "name": host,
         "pool": spec["pool"],
         "portal_ip": spec["portal_ip"],
-        "zvol": {"pool": spec["pool"], "pool_devices": list(spec["pool_devices"]), "volumes": volumes,
+        "zfs_volumes": {"pool": spec["pool"], "pool_devices": list(spec["pool_devices"]), "volumes": volumes,
                  "volmode": "dev"},
         "prune_scope": ["%s/nodes" % spec["pool"]],
         "golden": golden,

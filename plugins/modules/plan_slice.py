@@ -16,7 +16,7 @@ description:
   - Plans the cluster from the inventory (as M(diskless.cluster.cluster_plan) does) and returns only the part
     of the plan that belongs to one host, as a task result. Register it; it is never a fact, so a fact cache
     never stores it and no host's variables hold another host's part.
-  - A storage host's slice has C(zvol) (the arguments of M(diskless.cluster.zvol)), C(lio_iscsi) (the
+  - A storage host's slice has C(zfs_volumes) (the arguments of M(diskless.cluster.zfs_volumes)), C(lio_iscsi) (the
     arguments of M(diskless.cluster.lio_iscsi)), C(golden) (the images to write), C(partners) (the storage
     hosts holding the other paths of its nodes' roots) and C(pool).
   - A provisioning host's slice has C(public), C(restricted) and C(reservations) (each the arguments of
@@ -81,11 +81,11 @@ EXAMPLES = r"""
   no_log: true
 
 - name: Create its pool, golden volumes and node clones
-  diskless.cluster.zvol:
-    pool: "{{ plan.slice.zvol.pool }}"
-    pool_devices: "{{ plan.slice.zvol.pool_devices }}"
-    volumes: "{{ plan.slice.zvol.volumes }}"
-    volmode: "{{ plan.slice.zvol.volmode }}"
+  diskless.cluster.zfs_volumes:
+    pool: "{{ plan.slice.zfs_volumes.pool }}"
+    pool_devices: "{{ plan.slice.zfs_volumes.pool_devices }}"
+    volumes: "{{ plan.slice.zfs_volumes.volumes }}"
+    volmode: "{{ plan.slice.zfs_volumes.volmode }}"
 
 - name: Export them over iSCSI
   diskless.cluster.lio_iscsi:

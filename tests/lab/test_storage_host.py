@@ -141,8 +141,8 @@ def target(slices: dict[str, Any], node: str) -> str:
 
 
 def node_volumes(part: dict[str, Any]) -> list[dict[str, Any]]:
-    """The clones of a storage host's slice (its zvol volumes with an origin)."""
-    return [v for v in part["zvol"]["volumes"] if v.get("origin")]
+    """The clones of a storage host's slice (its zfs_volumes volumes with an origin)."""
+    return [v for v in part["zfs_volumes"]["volumes"] if v.get("origin")]
 
 
 def by_iface(sessions: list[dict[str, str]]) -> dict[str, dict[str, str]]:
@@ -167,7 +167,7 @@ def planned_exports_again(first_converge: dict[str, Any]) -> Iterator[None]:
 def test_converge_builds_the_planned_volumes_and_exports(lab: LabInfo, slices: dict[str, Any],
                                                          first_converge: dict[str, Any]) -> None:
     slice_ = slices[HOST]
-    sizes = {v["name"]: v["size"] for v in slice_["zvol"]["volumes"]}
+    sizes = {v["name"]: v["size"] for v in slice_["zfs_volumes"]["volumes"]}
     out = ssh(lab, f"""
 zfs list -Hp -t volume,snapshot -o name,type,origin,volsize,volmode,readonly -r {shlex.quote(slice_['pool'])}
 echo ---
@@ -263,8 +263,8 @@ def test_destroying_a_cloned_golden_volume_is_refused_and_destroys_nothing(
     args = {"pool": slice_["pool"], "prune": True, "prune_scope": [golden.rsplit("/", 1)[0]],
             "volumes": [{"name": v["name"], "origin": v["origin"], "size": v["size"]} for v in node_volumes(slice_)]}
     t0 = time.monotonic()
-    proc, data = run_json(["ansible", "-i", str(INVENTORY), HOST, "-m", "diskless.cluster.zvol", "-a", json.dumps(args)])
-    record_timing("zvol prune of the golden scope (refused)", time.monotonic() - t0)
+    proc, data = run_json(["ansible", "-i", str(INVENTORY), HOST, "-m", "diskless.cluster.zfs_volumes", "-a", json.dumps(args)])
+    record_timing("zfs_volumes prune of the golden scope (refused)", time.monotonic() - t0)
     res = data["plays"][0]["tasks"][0]["hosts"][HOST]
     assert proc.returncode != 0 and res.get("failed") is True, res
     msg = res["msg"]

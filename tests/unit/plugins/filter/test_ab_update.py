@@ -74,8 +74,8 @@ def plan(**hosts):
 
 def test_storage_partners_mirror_and_image_roots():
     p = plan()  # node001 iscsi, node002 mirror (sch1 + sch2), node003 image (every storage host)
-    assert ab_update_partners(p, "sch1") == [{"host": "sch2", "nodes": ["node002", "node003"], "modes": ["mirror", "image"]}]
-    assert ab_update_partners(p, "sch2") == [{"host": "sch1", "nodes": ["node002", "node003"], "modes": ["mirror", "image"]}]
+    assert ab_update_partners(p, "sch1") == [{"host": "sch2", "nodes": ["node002", "node003"], "modes": ["mirror", "image"], "pool": "tank"}]
+    assert ab_update_partners(p, "sch2") == [{"host": "sch1", "nodes": ["node002", "node003"], "modes": ["mirror", "image"], "pool": "tank"}]
 
 
 def test_storage_partners_none_without_second_paths():
@@ -86,7 +86,7 @@ def test_storage_partners_none_without_second_paths():
 def test_storage_partners_three_hosts_only_the_holders():
     p = plan(sch3={"group": "storage", "vars": {"ansible_host": "10.77.0.13", "storage_pool_devices": ["/dev/vdb"]}},
              node002={"node_storage": ["sch1", "sch3"]}, node003={"node_root": "iscsi"})
-    assert ab_update_partners(p, "sch1") == [{"host": "sch3", "nodes": ["node002"], "modes": ["mirror"]}]
+    assert ab_update_partners(p, "sch1") == [{"host": "sch3", "nodes": ["node002"], "modes": ["mirror"], "pool": "tank"}]
     assert ab_update_partners(p, "sch2") == []
 
 

@@ -70,12 +70,12 @@ def test_every_part_a_module_takes_is_valid_arguments_of_it(name, plan, defaults
 
 def test_storage_volumes_follow_the_role_settings():
     plan = build_plan(*inventory())
-    plain = host_slice(plan, "sch1")["zvol"]["volumes"]
+    plain = host_slice(plan, "sch1")["zfs_volumes"]["volumes"]
     golden = [v for v in plain if "origin" not in v][0]
     assert golden == {"name": "tank/golden/debian12", "size": 2147483648, "sparse": True, "volblocksize": "16K",
                       "properties": {"readonly": "on"}, "snapshots": ["v1"]}
     tuned = host_slice(plan, "sch1", {"volblocksize": "", "golden_readonly": False, "golden_snapshot": False,
-                                      "node_properties": {"sync": "always"}})["zvol"]["volumes"]
+                                      "node_properties": {"sync": "always"}})["zfs_volumes"]["volumes"]
     golden = [v for v in tuned if "origin" not in v][0]
     assert "volblocksize" not in golden and golden["snapshots"] == [] and golden["properties"] == {}
     assert all(v["properties"]["sync"] == "always" for v in tuned if "origin" in v)
@@ -98,7 +98,7 @@ def test_a_slice_holds_nothing_of_another_host():
         served = {a["node"] for e in part["lio_iscsi"]["exports"] for a in e["acls"]}
         text = json.dumps(part)
         assert {key[0] for key, v in secrets.items() if v in text} == served
-        assert all(v["name"].startswith("tank/") for v in part["zvol"]["volumes"])
+        assert all(v["name"].startswith("tank/") for v in part["zfs_volumes"]["volumes"])
         assert {p["storage_host"] for n in served for p in plan["nodes"][n]["paths"]} >= {host}
 
 
