@@ -13,7 +13,6 @@ from ansible_collections.diskless.cluster.plugins.module_utils.grub import GrubE
 from ansible_collections.diskless.cluster.plugins.module_utils.plan_slice import storage_partners
 
 
-
 def ab_update_grub_cfg(entries, slots=None, env_file="/grub/grubenv", env_fs_uuid=None, cmdline_key="dl.slot",
                        timeout=3, panic=30):
     """``{A: {fs_uuid, kernel, initrd, args, title}, B: {...}} | diskless.cluster.ab_update_grub_cfg(env_fs_uuid=...)``:

@@ -130,7 +130,7 @@ def _storage(plan, host, volume_defaults):
         "pool": spec["pool"],
         "portal_ip": spec["portal_ip"],
         "zfs_volumes": {"pool": spec["pool"], "pool_devices": list(spec["pool_devices"]), "volumes": volumes,
-                 "volmode": "dev"},
+                        "volmode": "dev"},
         "prune_scope": ["%s/nodes" % spec["pool"]],
         "golden": golden,
         "lio_iscsi": {"exports": spec["exports"]},
