@@ -131,9 +131,12 @@ def initiator_script(slices: dict[str, Any], body: str) -> str:
 
 
 def node_record(slices: dict[str, Any], node: str, iface: str | None = None, secret: str | None = None) -> str:
+    """A node record of ``node``'s target with its CHAP credentials (``secret``: another one) on ``iface``; without
+    ``iface``, on the node's own iface (made here, so that a test needs no iface an earlier test made)."""
     acl = node_credentials(slices, node)
-    return "record %s\n" % shlex.join([iface or f"dl-{node}", target(slices, node), acl["userid"],
-                                      secret or acl["password"], acl["mutual_userid"], acl["mutual_password"]])
+    own = "" if iface else f"iface dl-{node} {slices[node]['initiator_iqn']}\n"
+    return own + "record %s\n" % shlex.join([iface or f"dl-{node}", target(slices, node), acl["userid"],
+                                            secret or acl["password"], acl["mutual_userid"], acl["mutual_password"]])
 
 
 def target(slices: dict[str, Any], node: str) -> str:
@@ -226,8 +229,9 @@ def test_chap_login_works_and_wrong_secret_or_foreign_initiator_is_refused(
     body += node_record(slices, NODES[0], iface="dl-intruder")        # node001's secrets, another IQN
     body += f"attempt foreign_iqn dl-intruder {t1}\n"
     # node002's own, correct credentials, on node001's target
-    body += "record %s\n" % shlex.join([f"dl-{NODES[1]}", t1, n2["chap_user"], n2["chap_secret"],
-                                        n2["mutual_chap_user"], n2["mutual_chap_secret"]])
+    c2 = node_credentials(slices, NODES[1])
+    body += "record %s\n" % shlex.join([f"dl-{NODES[1]}", t1, c2["userid"], c2["password"],
+                                        c2["mutual_userid"], c2["mutual_password"]])
     body += f"attempt other_node dl-{NODES[1]} {t1}\nsessions\n"
     body += f"iscsiadm -m node -T {t1} -p \"$P\" -I dl-intruder -o delete 2>/dev/null || true\n"
     body += f"iscsiadm -m node -T {t1} -p \"$P\" -I dl-{NODES[1]} -o delete 2>/dev/null || true\n"
