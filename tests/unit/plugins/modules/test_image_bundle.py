@@ -13,7 +13,6 @@ import subprocess
 import pytest
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.diskless.cluster.plugins.module_utils import image as img
 from ansible_collections.diskless.cluster.plugins.modules import image_bundle
 
@@ -44,14 +43,6 @@ GOOD = {
 
 KVER = "6.1.0-41-amd64"
 KEY = "ssh-ed25519 AAAAC3Nza test@lab"
-
-
-class Exit(Exception):
-    pass
-
-
-class Fail(Exception):
-    pass
 
 
 class FakeTools:
@@ -103,15 +94,8 @@ class FakeTools:
 
 
 @pytest.fixture
-def run(monkeypatch):
-    def exit_json(self, **kwargs):
-        raise Exit(kwargs)
-
-    def fail_json(self, **kwargs):
-        raise Fail(kwargs)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+def run(monkeypatch, run_main):
+    """``run(args, tools=None, check=False) -> (ok, result, tools)``: image_bundle's main() with fake tools."""
     monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", lambda self, name, required=False, opt_dirs=None: "/usr/bin/" + name)
 
     def _run(args, tools=None, check=False):
@@ -121,12 +105,8 @@ def run(monkeypatch):
             return tools(self, argv, **kwargs)
 
         monkeypatch.setattr(basic.AnsibleModule, "run_command", run_command)
-        args = dict(args)
-        args["_ansible_check_mode"] = check
-        with patch_module_args(args):
-            with pytest.raises((Exit, Fail)) as raised:
-                image_bundle.main()
-        return raised.type is Exit, raised.value.args[0], tools
+        ok, result = run_main(image_bundle.main, args, check=check)
+        return ok, result, tools
     return _run
 
 
