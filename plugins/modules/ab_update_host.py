@@ -260,9 +260,10 @@ settled:
   returned: always
   type: dict
   sample: {slot: B, status: failed, version: "2026.12", fell_back_to: A}
-update:
+update_plan:
   description:
-    - V(present) with O(version) - what an update to O(version) does. C(action) - C(none) (no version, the host
+    - V(present) with O(version) - what an update to O(version) does (not named C(update): in a template,
+      C(result.update) is the dict method). C(action) - C(none) (no version, the host
       does not boot from a slot yet, or the booted slot runs it), C(reuse) (the inactive slot holds it intact and
       is tried again without being written), C(write) (the image goes into the inactive slot); C(slot) - that slot.
   returned: always
@@ -368,7 +369,7 @@ def main():
         result.update(host.facts())
     except (AbError, CommandError, grub.GrubError) as exc:
         fail(module, exc, actions=host.actions)
-    result["update"] = update_action(host.slots, host.installed, host.booted, host.markers,
+    result["update_plan"] = update_action(host.slots, host.installed, host.booted, host.markers,
                                      params["version"] if state == "present" else None)
     result["actions"] = host.actions
     result["changed"] = bool(host.actions)

@@ -37,7 +37,7 @@ def test_a_host_without_slots_is_read_in_one_call(run_main, commands):
     ok, result = run_main(ab_update_host.main, {"packages": ["grub2-common", "rsync"], "version": "v2"})
     assert ok and not result["changed"] and result["actions"] == []
     assert result["installed"] is False and result["booted"] is None and result["partitions"] == {}
-    assert result["update"] == {"action": "none", "slot": None}
+    assert result["update_plan"] == {"action": "none", "slot": None}
     assert [argv[0] for argv, _env in calls] == ["/usr/bin/dpkg-query", "/usr/bin/lsblk"]
     assert all(env["LANG"] == env["LC_ALL"] == "C" for _argv, env in calls)
 
