@@ -46,7 +46,7 @@ options:
         booted slot's marker becomes C(booted) when its gate passed; another slot whose marker says C(written) and
         whose try GRUB used without a confirmation (state C(trying)) is marked bad and C(failed), because the host
         fell back from it - and keeps the running slot's O(slot_files), O(gate_library), O(gate_units) and the
-        C(grub.cfg) current. With O(version) it also returns what an update to it would do (RV(update)).
+        C(grub.cfg) current. With O(version) it also returns what an update to it would do (RV(update_plan)).
         When packages of O(packages) are missing it only returns RV(missing_packages).
       - V(installed) - the first install on O(disk) (GPT, file systems, C(grub-install), the running root copied
         into the first slot with rsync, its fstab and O(slot_files), the env with that slot good, C(grub.cfg)).
@@ -168,7 +168,7 @@ options:
   version:
     description:
       - V(written) - the version of O(image) (recorded in the slot markers).
-      - V(present) - the version an update would install; RV(update) says what that update would do.
+      - V(present) - the version an update would install; RV(update_plan) says what that update would do.
     type: str
   retry_failed:
     description: V(written) - write a version that already failed in the inactive slot.
@@ -262,8 +262,8 @@ settled:
   sample: {slot: B, status: failed, version: "2026.12", fell_back_to: A}
 update_plan:
   description:
-    - V(present) with O(version) - what an update to O(version) does (not named C(update): in a template,
-      C(result.update) is the dict method). C(action) - C(none) (no version, the host
+    - V(present) with O(version) - what an update to O(version) does. (Not named C(update) - in a template
+      C(result.update) would be the dict method.) C(action) - C(none) (no version, the host
       does not boot from a slot yet, or the booted slot runs it), C(reuse) (the inactive slot holds it intact and
       is tried again without being written), C(write) (the image goes into the inactive slot); C(slot) - that slot.
   returned: always
@@ -370,7 +370,7 @@ def main():
     except (AbError, CommandError, grub.GrubError) as exc:
         fail(module, exc, actions=host.actions)
     result["update_plan"] = update_action(host.slots, host.installed, host.booted, host.markers,
-                                     params["version"] if state == "present" else None)
+                                          params["version"] if state == "present" else None)
     result["actions"] = host.actions
     result["changed"] = bool(host.actions)
     module.exit_json(**result)
