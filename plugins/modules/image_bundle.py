@@ -165,6 +165,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.diskless.cluster.plugins.module_utils import image as img
+from ansible_collections.diskless.cluster.plugins.module_utils._run import CommandError, Runner, fail
 
 
 def read_manifest(path):
@@ -181,13 +182,7 @@ class Builder:
         self.p = module.params
         self.rec = rec
         self.rec_hash = rec_hash
-
-    def run(self, argv, what):
-        rc, out, err = self.module.run_command(argv, check_rc=False)
-        if rc != 0:
-            tail = "\n".join((err or out or "").strip().splitlines()[-15:])
-            raise BuildError("%s failed (rc=%d): %s" % (what, rc, tail))
-        return out
+        self.run = Runner(module)
 
     def build(self, bundle_dir):
         p = self.p
@@ -309,7 +304,6 @@ def main():
         ),
         supports_check_mode=True,
     )
-    module.run_command_environ_update = dict(LANG="C", LC_ALL="C", LC_MESSAGES="C", LC_CTYPE="C")
     p = module.params
     bad = img.forbidden(p["extra_packages"])
     if bad:
@@ -336,6 +330,9 @@ def main():
 
     try:
         doc, elapsed = Builder(module, rec, rec_hash).build(bundle_dir)
+    except CommandError as e:
+        e.args = ("image %s v%s: %s" % (p["name"], p["version"], e),)
+        fail(module, e, **result)
     except (BuildError, OSError, ValueError) as e:
         module.fail_json(msg="image %s v%s: %s" % (p["name"], p["version"], e), **result)
     result.update(action="built", build_seconds=round(elapsed, 1), changed=True, manifest=doc)

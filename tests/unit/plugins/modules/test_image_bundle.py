@@ -202,7 +202,8 @@ def test_check_mode_builds_nothing(run, tmp_path):
 
 def test_failed_build_leaves_no_bundle(run, tmp_path):
     ok, result, tools = run(params(tmp_path), tools=FakeTools(fail="mkfs.ext4"))
-    assert not ok and "mkfs.ext4 failed (rc=1): E: mkfs.ext4 exploded" in result["msg"]
+    assert not ok and "image debian12 v1: mkfs.ext4 failed (mkfs.ext4, rc 1): E: mkfs.ext4 exploded" == result["msg"]
+    assert result["rc"] == 1 and result["stderr"] == "E: mkfs.ext4 exploded" and result["cmd"][0].endswith("mkfs.ext4")
     assert os.listdir(tmp_path / "debian12") == []
 
 
