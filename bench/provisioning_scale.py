@@ -204,7 +204,7 @@ def main() -> None:
                        "ls /etc/dnsmasq.hosts.d | wc -l; ls /srv/diskless/restricted | wc -l").stdout.split()
             print()
             print("after the last size: %s reservation files, %s restricted boot files" % tuple(files))
-            print("per-node tasks = own wall time (profile_tasks) of the set_fact that shapes the per-node sets, the 3")
+            print("per-node tasks = own wall time (profile_tasks) of taking the host's plan slice (plan_slice), the 3")
             print("file_set calls and the nginx site template. ctl = CPU of ansible-playbook and its children (workers,")
             print("podman clients); tgt = CPU of the container's cgroup. With --repeat, the lowest of the runs.")
     finally:
