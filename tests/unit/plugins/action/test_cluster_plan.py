@@ -142,7 +142,8 @@ def test_a_near_miss_typo_is_one_line_with_the_name_it_means(tmp_path):
                                 "node001: node_rooot: unknown variable; did you mean node_root?"]
 
 
-def test_templated_and_vault_indirected_cluster_variables_plan_like_literal_ones_whatever_the_group_order(tmp_path):
+def test_templated_and_vault_indirected_cluster_variables_plan_like_literal_ones_whatever_the_group_order(tmp_path,
+                                                                                                       monkeypatch):
     literal = write_inventory(tmp_path, "literal", EXAMPLE_HOSTS)
     vault = (EXAMPLE / "group_vars" / "all" / "vault.yml").read_text().replace("cluster_chap_secrets:", "vault_cluster_chap_secrets:")
     cluster = (EXAMPLE / "group_vars" / "all" / "cluster.yml").read_text()
@@ -166,11 +167,8 @@ def test_templated_and_vault_indirected_cluster_variables_plan_like_literal_ones
     host_vars.mkdir()
     (host_vars / "node001.yml").write_text(encrypted)
     proc_a, out_a, held_a = slices_of(literal, tmp_path)
-    os.environ["ANSIBLE_VAULT_PASSWORD_FILE"] = str(password)
-    try:
-        proc_b, out_b, held_b = slices_of(templated, tmp_path)
-    finally:
-        del os.environ["ANSIBLE_VAULT_PASSWORD_FILE"]
+    monkeypatch.setenv("ANSIBLE_VAULT_PASSWORD_FILE", str(password))
+    proc_b, out_b, held_b = slices_of(templated, tmp_path)
     assert proc_a.returncode == 0 and proc_b.returncode == 0, json.dumps(out_b)[-3000:]
     assert sorted(held_a) == sorted(held_b) == ["gpu01", "gpu02", "ips1", "node001", "node002", "node003",
                                                 "node004", "node005", "node006", "sch1", "sch2"]
@@ -188,16 +186,12 @@ def test_a_cluster_variable_with_two_values_is_one_line(tmp_path):
         "node002 and 6 more); a cluster variable has one value: set it once, in group_vars/all"]
 
 
-def test_no_host_holds_another_hosts_secret_and_no_plan_data_is_a_fact(tmp_path):
+def test_no_host_holds_another_hosts_secret_and_no_plan_data_is_a_fact(tmp_path, monkeypatch):
     cache = tmp_path / "facts"
     inv = write_inventory(tmp_path, "example", EXAMPLE_HOSTS)
-    os.environ_backup = dict(os.environ)
-    try:
-        os.environ.update(ANSIBLE_CACHE_PLUGIN="ansible.builtin.jsonfile", ANSIBLE_CACHE_PLUGIN_CONNECTION=str(cache))
-        proc, out, held = slices_of(inv, tmp_path)
-    finally:
-        os.environ.clear()
-        os.environ.update(os.environ_backup)
+    monkeypatch.setenv("ANSIBLE_CACHE_PLUGIN", "ansible.builtin.jsonfile")
+    monkeypatch.setenv("ANSIBLE_CACHE_PLUGIN_CONNECTION", str(cache))
+    proc, out, held = slices_of(inv, tmp_path)
     assert proc.returncode == 0, json.dumps(out)[-3000:]
     secrets = yaml.safe_load((EXAMPLE / "group_vars" / "all" / "vault.yml").read_text())["cluster_chap_secrets"]
     owned = {node: set(values.values()) for node, values in secrets.items()}
