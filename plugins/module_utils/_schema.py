@@ -290,24 +290,23 @@ def _md(value):
 
 def markdown_tables():
     """The inventory-variable tables of docs/plan.md (generated: a unit test compares them)."""
-    out = []
+    out = ["Column *boot*: the value reaches an iPXE script or a kernel command line and is checked against a "
+           "strict character set.", ""]
     for scope in ("cluster", "provisioning", "storage", "compute", "playbook"):
         out.append("### %s: %s" % (scope, SCOPES[scope]))
         out.append("")
-        out.append("| variable | type | required | default | example | meaning |")
-        out.append("|---|---|---|---|---|---|")
+        out.append("| variable | type | required | default | example | boot | meaning |")
+        out.append("|---|---|---|---|---|---|---|")
         for v in VARIABLES:
             if v.scope != scope:
                 continue
             meaning = v.meaning
             if v.per_group:
                 meaning += " (a group may override it)"
-            if v.boot:
-                meaning += " (reaches the boot script or kernel command line: checked against a strict character set)"
             if v.secret:
                 meaning += " (secret)"
-            out.append("| `%s` | %s | %s | %s | %s | %s |" % (
+            out.append("| `%s` | %s | %s | %s | %s | %s | %s |" % (
                 v.name, v.type, "yes" if v.required else "no", _md(v.default), "" if v.secret else _md(v.example),
-                meaning))
+                "yes" if v.boot else "", meaning))
         out.append("")
     return "\n".join(out).rstrip("\n") + "\n"
