@@ -142,8 +142,8 @@ def test_a_near_miss_typo_is_one_line_with_the_name_it_means(tmp_path):
                                 "node001: node_rooot: unknown variable; did you mean node_root?"]
 
 
-def test_templated_and_vault_indirected_cluster_variables_plan_like_literal_ones_whatever_the_group_order(tmp_path,
-                                                                                                       monkeypatch):
+def test_templated_and_vault_indirected_cluster_variables_plan_like_literal_ones_whatever_the_group_order(
+        tmp_path, monkeypatch):
     literal = write_inventory(tmp_path, "literal", EXAMPLE_HOSTS)
     vault = (EXAMPLE / "group_vars" / "all" / "vault.yml").read_text().replace("cluster_chap_secrets:", "vault_cluster_chap_secrets:")
     cluster = (EXAMPLE / "group_vars" / "all" / "cluster.yml").read_text()
