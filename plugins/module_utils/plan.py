@@ -171,9 +171,8 @@ class _Planner:
                 guess = schema.near_miss(key)
                 if guess is not None and (host == "all") == guess.startswith("cluster_"):
                     self.err(host, key, "unknown variable; did you mean %s?" % guess)
-                elif key not in ("ansible_host",):
-                    continue
-                out[key] = value
+                if key == "ansible_host":  # the default of provisioning_ip / storage_ip
+                    out[key] = value
                 continue
             if var.scope not in ("cluster", "playbook") and scope is not None and var.scope != scope:
                 continue  # another group's variable (e.g. node_* in group_vars/all): not this host's business
