@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Downtime of a storage host's A/B update and of a rollback, side by side (not a test: prints figures).
 
-Against the A/B lab (inventories/lab-ab: the storage VM sab1 boots from its own A/B disk through GRUB):
+Against the lab's A/B storage host (sch2 of inventories/lab: it boots from its own A/B disk through GRUB once
+the A/B tests or this bench did its first install; the lab's nodes keep running on it):
   update    playbooks/ab_update.yml with a good image (the VM's running root as a tarball, a new
             version): write the inactive slot, try it, reboot, gate passes, the play verifies;
   rollback  the same with a broken image (PID 1 exits: kernel panic, panic=30 resets, GRUB falls back).
@@ -9,12 +10,11 @@ Downtime = from the last answer of the iSCSI portal (TCP 10.78.0.11:3260, polled
 reboot to its first answer after it (LIO restored on the slot that stays). Also printed: the whole play,
 and the SSH outage (what Ansible sees).
 
-Runs INSIDE the dl-ab namespace, with DL_CACHE=/root/.cache/dl-ab (docs/ab_update.md):
-    python3 -m lab -i inventories/lab-ab up
-    python3 -m lab -i inventories/lab-ab exec -- python3 bench/ab_update.py [--runs N]
-    python3 -m lab -i inventories/lab-ab exec -- python3 bench/ab_update.py --ci   # one of each, --reuse
+Runs INSIDE the lab namespace (docs/ab_update.md):
+    hack/lab.sh up && hack/lab.sh exec -- python3 bench/ab_update.py [--runs N]
+    hack/lab.sh exec -- python3 bench/ab_update.py --ci   # one of each, --reuse
 The first run also does the A/B first install (a few minutes), as the lab tests do. With --reuse (implied by
---ci) the update and rollback that tests/lab_ab/test_ab_update.py measured on this lab (lab/run/measurements.json,
+--ci) the update and rollback that tests/lab/test_ab_update.py measured on this lab (lab/run/measurements.json,
 gone with `down`) are printed instead of being done again; only what is missing is measured.
 """
 
@@ -29,9 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-from lab.ab_client import (UPDATE_PLAYBOOK, PortalWatch, bring_up, facts, make_image, playbook, ssh, ssh_ok,
+from lab.ab_client import (HOST, UPDATE_PLAYBOOK, PortalWatch, bring_up, facts, make_image, playbook, ssh, ssh_ok,
                            update_vars)
-from lab.client import in_lab_netns, lab_netns, measurements_file
+from lab.client import in_lab_netns, measurements_file
 
 
 class SshWatch(PortalWatch):
@@ -67,13 +67,12 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=2, help="updates and rollbacks each (median printed)")
     ap.add_argument("--ci", action="store_true", help="CI size: one update, one rollback, --reuse")
     ap.add_argument("--reuse", action="store_true",
-                    help="take the update and rollback tests/lab_ab measured on this lab (lab/run/measurements.json) "
+                    help="take the update and rollback tests/lab/test_ab_update.py measured on this lab (lab/run/measurements.json) "
                          "instead of doing them again")
     args = ap.parse_args()
     runs = 1 if args.ci else max(1, args.runs)
-    if lab_netns() == "dl-lab" or not in_lab_netns():
-        sys.exit("ab_update: run inside the A/B lab namespace: DL_CACHE=/root/.cache/dl-ab python3 -m lab "
-                 "-i inventories/lab-ab exec -- python3 bench/ab_update.py")
+    if not in_lab_netns():
+        sys.exit("ab_update: run inside the lab namespace: hack/lab.sh exec -- python3 bench/ab_update.py")
     measured = {}
     if (args.reuse or args.ci) and measurements_file().exists():
         measured = json.loads(measurements_file().read_text())
@@ -93,7 +92,7 @@ def main() -> int:
                 results[kind].append(one(kind, n + 1))
     med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in results.items()}
     accel = "tcg" if Path("/sys/module/kvm_pvm").exists() else os.environ.get("DL_LAB_ACCEL", "auto")
-    print(f"\nab_update ({accel}, storage VM sab1, 2 vCPU, 2 GiB; median of {runs} run(s) each)")
+    print(f"\nab_update ({accel}, storage VM {HOST}, 2 vCPU, 2 GiB, nodes running on it; median of {runs} run(s) each)")
     print(f"  {'':44} {'update':>10} {'rollback':>10} {'ratio':>7}")
     rows = [("downtime: iSCSI portal last answer -> back", "downtime"),
             ("SSH last answer -> back", "ssh"),

@@ -16,7 +16,7 @@
 #   hack/lab.sh ssh HOST [-- CMD...]  e.g. hack/lab.sh ssh sch1 -- zfs list -Hp
 #   hack/lab.sh console HOST          the VM's serial console log
 #   hack/lab.sh build-image [NAME]    build (or reuse) a cached VM image
-#   hack/lab.sh -i INVENTORY CMD...   the same against another lab inventory (e.g. inventories/lab-ab);
+#   hack/lab.sh -i INVENTORY CMD...   the same against another lab inventory;
 #                                     --json: a JSON result on stdout (up, down, restart, status, build-image)
 # Needs root (namespaces, taps, chroot builds).
 set -euo pipefail
@@ -56,14 +56,7 @@ case "${1:-}" in
     # From inside each node: what / is mounted from, and the iSCSI session under it.
     nodes=$(ansible -i "${DL_LAB_INVENTORY:-inventories/lab}" compute --list-hosts | tail -n +2)
     for node in $nodes; do
-      lab ssh "$node" -- sh -s <<'SH'
-src=$(findmnt -no SOURCE /)
-s=$(readlink -f "/sys/class/block/${src#/dev/}/device" | grep -o 'session[0-9]*' | head -n 1)
-if [ -z "$s" ]; then echo "$(hostname): / is $src, NOT on an iSCSI disk"; exit 1; fi
-echo "$(hostname): / is $src ($(findmnt -no FSTYPE /)) on iSCSI disk $(cat /sys/class/iscsi_session/$s/targetname)" \
-  "from $(cat /sys/class/iscsi_connection/connection${s#session}:0/persistent_address)" \
-  "as $(cat /sys/class/iscsi_session/$s/initiatorname)"
-SH
+      lab ssh "$node" -- sh -s < "$DL_ROOT/lab/scripts/node-root.sh"
     done ;;
   *)
     exec python3 -m lab "$@" ;;

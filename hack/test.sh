@@ -13,7 +13,7 @@ selected() { [ -z "${STAGES:-}" ] || grep -qw -- "$1" <<<"$STAGES"; }
 # and the nodes' bundle) build in the background while the first stages run; the lab stage waits for
 # them and reuses them. With a warm cache this finds everything built and ends within a minute.
 images_pid=""
-if selected lab || selected ab; then
+if selected lab; then
   mkdir -p "$DL_CACHE/lab/logs"
   images_log="$DL_CACHE/lab/logs/images.log"
   bash hack/lab.sh images > "$images_log" 2>&1 &
@@ -23,7 +23,7 @@ fi
 for stage in tests/stages/[0-9]*.sh; do
   name="$(basename "$stage" .sh)"; short="${name#*-}"
   selected "$short" || continue
-  if { [ "$short" = lab ] || [ "$short" = ab ]; } && [ -n "$images_pid" ]; then
+  if [ "$short" = lab ] && [ -n "$images_pid" ]; then
     # (if the background build failed, the lab stage builds again and reports the error itself)
     wait "$images_pid" && echo "lab images: ready" || echo "lab images: background build failed (see $images_log)"
     images_pid=""

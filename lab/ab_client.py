@@ -1,9 +1,11 @@
-"""What the A/B update lab tests and bench/ab_update.py use (they run inside the dl-ab namespace, with
-DL_LAB_INVENTORY=inventories/lab-ab set before lab.client is imported).
+"""What the A/B update tests of the lab (tests/lab/test_ab_update.py) and bench/ab_update.py use, inside the
+lab namespace.
 
-The storage VM `sab1` of inventories/lab-ab: playbooks/storage.yml gives it a pool and node001's export,
-playbooks/ab_update.yml A/B-installs it (the lab restarts it from its A/B disk) and updates it. The
-update images are made ON the VM from its running root (`make_image`), so nothing big crosses SSH.
+The storage host of the lab inventory that has an `ab_update_disk` (sch2 in inventories/lab): site.yml gave it
+its pool and exports (the other half of the mirror node's root, a path of the shared image), and the nodes run
+on them; playbooks/ab_update.yml A/B-installs it (the lab restarts it from its A/B disk) and updates it, one
+reboot after another under the running nodes. The update images are made ON the VM from its running root
+(`make_image`), so nothing big crosses SSH.
 """
 
 from __future__ import annotations
@@ -19,14 +21,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab.client import INVENTORY, ansible_json, console_tail, lab_netns, labctl, no_json, record_timing
+from lab.client import INVENTORY, ansible_json, console_tail, inventory, no_json, plan_slices, record_timing
 from lab.paths import REPO, Paths, cache_dir
 
-HOST = "sab1"
-NODE = "node001"
-POOL = "tank"
-NODE_ZVOL = f"/dev/zvol/{POOL}/nodes/{NODE}-root"
-PORTAL = ("10.78.0.11", 3260)
+def _ab_host() -> tuple[str, str]:
+    """(name, address) of the lab inventory's storage host with an A/B disk."""
+    hostvars = inventory()["_meta"]["hostvars"]
+    found = sorted(h for h, v in hostvars.items() if v.get("ab_update_disk"))
+    if not found:
+        raise RuntimeError(f"no storage host of {INVENTORY} has an ab_update_disk")
+    return found[0], str(hostvars[found[0]]["ansible_host"])
+
+
+HOST, _ADDRESS = _ab_host()
+PORTAL = (_ADDRESS, 3260)
 IMAGE_DIR = "/var/tmp/ab-test"
 GATE = "/usr/bin/python3 -B /usr/local/lib/dl-ab/dl-ab-gate"
 ENV_FILE = "/boot/dl-ab/grub/grubenv"
@@ -39,7 +47,9 @@ UPDATE_PLAYBOOK = REPO / "playbooks" / "ab_update.yml"
 @dataclasses.dataclass
 class AbLab:
     ssh_config: Path
-    data_sha256: str          # of the first DATA_BYTES of node001's volume, written once by bring_up
+    data_volume: str          # a read-only volume of the host (its golden image): must never change
+    data_sha256: str          # of its first DATA_BYTES
+    targets: list[str]        # the host's planned LIO exports: restored by every slot
 
 
 @dataclasses.dataclass
@@ -91,11 +101,9 @@ def playbook(path: Path, what: str, extra_vars: dict[str, Any] | None = None,
              more_inventory: Path | None = None, limit: str | None = None) -> PlayResult:
     """ansible-playbook with the JSON callback; never raises on a failed play (the caller asserts).
     more_inventory: a second inventory source added to the lab's (more hosts for the same groups)."""
-    argv = ["ansible-playbook", "-i", str(INVENTORY), str(path)]
+    argv = ["ansible-playbook", "-i", str(INVENTORY), str(path), "--limit", limit or HOST]
     if more_inventory is not None:
         argv[3:3] = ["-i", str(more_inventory)]
-    if limit is not None:
-        argv += ["--limit", limit]
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
     t0 = time.monotonic()
@@ -163,8 +171,8 @@ def facts() -> dict[str, Any]:
     return f
 
 
-def data_sha256() -> str:
-    return ssh(f"head -c {DATA_BYTES} {NODE_ZVOL} | sha256sum | cut -d' ' -f1").strip()
+def data_sha256(volume: str) -> str:
+    return ssh(f"head -c {DATA_BYTES} /dev/zvol/{volume} | sha256sum | cut -d' ' -f1").strip()
 
 
 def boot_id() -> str:
@@ -282,20 +290,11 @@ class PortalWatch:
 
 
 def bring_up() -> AbLab:
-    """Lab up (sab1), storage.yml (pool, node001 volume + export), data written into node001's volume,
-    ab_update.yml (first install: slot A, the VM restarted from its A/B disk). Idempotent."""
-    was_up = labctl("--json", "status", check=False).returncode == 0
-    t0 = time.monotonic()
-    info = json.loads(labctl("--json", "up").stdout)
-    record_timing("lab-ab up (already up)" if was_up else "lab-ab up (image + boot)", time.monotonic() - t0)
-    assert info["netns"] == lab_netns() != "dl-lab"
-    converge(STORAGE_PLAYBOOK, "pool + node001 export")
-    sha = ssh(f"""
-        test -b {NODE_ZVOL}
-        if [ "$(head -c {DATA_BYTES} {NODE_ZVOL} | tr -d '\\0' | head -c 1 | wc -c)" = 0 ]; then
-            head -c {DATA_BYTES} /dev/urandom | dd of={NODE_ZVOL} bs=1M oflag=direct status=none
-        fi
-        head -c {DATA_BYTES} {NODE_ZVOL} | sha256sum | cut -d' ' -f1
-        """).strip()
+    """The A/B host of the running, converged lab A/B-installed: ab_update.yml (first install: slot A, the VM
+    restarted from its A/B disk; nothing to do when it already boots from a slot). Idempotent."""
+    slices = plan_slices(INVENTORY, HOST)
+    part = slices[HOST]
+    volume = part["golden"][0]["volume"]
+    sha = data_sha256(volume)
     converge(UPDATE_PLAYBOOK, "first install (or nothing to do)")
-    return AbLab(ssh_config(), sha)
+    return AbLab(ssh_config(), volume, sha, sorted(e["target_iqn"] for e in part["lio_iscsi"]["exports"]))

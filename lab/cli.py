@@ -2,9 +2,14 @@
 containers of a lab inventory on a private bridge in a network namespace.
 
     build-image [NAME...] [--force]   build (or reuse) cached VM images
-    up [HOST...]                      network + containers + VMs, wait until each VM answers SSH
+    up [HOST...]                      network + containers + VMs, wait until each VM answers SSH; a VM
+                                      that was stopped (down HOST, kill HOST) starts again on the disks
+                                      it had (its pool, its A/B slots) unless its definition changed
     down [HOST...]                    stop everything (safe to repeat, and after a crash),
                                       or only the named VMs (power off; the lab stays up)
+    kill HOST...                      fault injection: QEMU quits at once (no guest shutdown, no flush
+                                      of the guest's caches: a dead machine); disks kept, `up HOST`
+                                      starts it again on them
     restart HOST... [--boot MODE]     power-cycle VMs keeping their disks, optionally booting
                                       another way (`--boot disk`: through the BIOS from the
                                       first lab disk, e.g. after an A/B first install)
@@ -36,7 +41,7 @@ from typing import Any, NoReturn, Sequence
 
 from lab.container import container_running, start_container, stop_container
 from lab.images import Image, build_image
-from lab.inventory import BOOT_MODES, CONTAINER_PREFIX, DEFAULTS, IMAGE_BOOTS, load_inventory, tap_name
+from lab.inventory import BOOT_MODES, CONTAINER_PREFIX, DEFAULTS, IMAGE_BOOTS, VM, load_inventory, tap_name
 from lab.network import ensure_address, ensure_network, ensure_tap, ip_cmd, netns_exists
 from lab.paths import DEFAULT_INVENTORY, IMAGES_SRC, Paths, cache_dir, read_state, write_state
 from lab.ssh import NODE_KNOWN_HOSTS, ensure_ssh_keys, ssh_argv, write_ssh_client_files
@@ -105,10 +110,12 @@ def cmd_up(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
                         f"`hack/lab.sh down` then `hack/lab.sh up` to apply the change")
                 continue
             stop_vm(p, vm.name)  # leftovers of a crashed run (no-op when none)
+            keep = _disks_to_keep(p, vm, str(images[vm.image].dir) if vm.image else None)
             log(f"{vm.name}: starting ({accel}, {vm.memory_mib} MiB, {vm.cpus} vCPU, "
-                f"{vm.boot} boot, {vm.ip})")
+                f"{vm.boot} boot, {vm.ip}{', disks kept' if keep else ''})")
             t0[vm.name] = time.monotonic()
-            procs[vm.name] = start_vm(p, lab, vm, images.get(vm.image) if vm.image else None, accel)
+            procs[vm.name] = start_vm(p, lab, vm, images.get(vm.image) if vm.image else None, accel,
+                                      keep_disks=keep)
             changed = True
         booted = wait_for_ssh(p, lab, [vm for vm in vms if vm.boot in IMAGE_BOOTS], procs, t0)
         for vm in vms:
@@ -122,6 +129,33 @@ def cmd_up(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
                                 "kernel_version": images[vm.image].manifest["kernel_version"]
                                 if vm.image else None} for vm in vms},
             "ssh_config": str(p.ssh_config), "inventory": str(lab.inventory)}
+
+
+def _disks_to_keep(p: Paths, vm: VM, image_dir: str | None) -> bool:
+    """Whether a stopped VM starts again on the disks it had: yes when it left disks behind (stopped by
+    `down HOST` or `kill HOST`, or crashed) and its definition and image are the ones they were made for."""
+    d = p.vm_dir(vm.name)
+    old = vm_state(p, vm.name)
+    if old is None or not any(d.glob("*.raw")) and not (d / "root.qcow2").exists():
+        return False
+    if old.get("vm") != dataclasses.asdict(vm) or old.get("image") != image_dir:
+        log(f"{vm.name}: its definition or image changed since its disks were made: new disks")
+        return False
+    return True
+
+
+def cmd_kill(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
+    """Hard power-off of running VMs (QEMU `quit`: no guest shutdown, nothing flushed), disks kept."""
+    require_root()
+    with flock(p.lab / "lock", "up/down"):
+        killed: dict[str, float] = {}
+        for name in args.hosts:
+            if not vm_running(p, name):
+                die(f"{name}: not a running lab VM")
+            if stop_vm(p, name):
+                killed[name] = time.time()
+                log(f"{name}: killed (QEMU quit, no shutdown; disks kept: `up {name}` starts it on them)")
+    return {"changed": bool(killed), "killed_at": killed}
 
 
 def cmd_down(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
@@ -339,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     s = sub.add_parser("down", help="stop every lab VM and delete the namespace (idempotent)")
     s.add_argument("hosts", nargs="*", help="only power off these VMs (the lab stays up)")
     s.add_argument("--netns", help="namespace to delete if no lab state is left")
+    s = sub.add_parser("kill", help="fault injection: QEMU quits at once (no shutdown), disks kept")
+    s.add_argument("hosts", nargs="+", help="running lab VMs")
     s = sub.add_parser("restart", help="power-cycle VMs keeping their disks, wait for SSH")
     s.add_argument("hosts", nargs="+", help="lab VMs of the running lab")
     s.add_argument("--boot", choices=[m for m in BOOT_MODES if m != "network"],
@@ -354,7 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("host")
     args = ap.parse_args(argv)
     p = Paths(cache_dir())
-    handler = {"build-image": cmd_build_image, "up": cmd_up, "down": cmd_down, "restart": cmd_restart,
+    handler = {"build-image": cmd_build_image, "up": cmd_up, "down": cmd_down, "kill": cmd_kill,
+               "restart": cmd_restart,
                "status": cmd_status,
                "ssh": cmd_ssh, "exec": cmd_exec, "console": cmd_console}[args.command]
     try:

@@ -2,8 +2,8 @@
 inventory under test, Ansible runs with JSON output, VM consoles, the inventory, the namespace check, and
 timing records (reported, never asserted).
 
-The inventory under test is $DL_LAB_INVENTORY (default inventories/lab); the A/B lab sets it to
-inventories/lab-ab before importing this module.
+The inventory under test is $DL_LAB_INVENTORY (default inventories/lab; `python3 -m lab exec` sets it to the
+running lab's inventory).
 """
 
 from __future__ import annotations

@@ -5,8 +5,11 @@
 """What a booted diskless node stands on, read from /proc and /sys only (no commands, no writes).
 
 ``describe(sys_root, proc_root)`` returns the root file system's source device, the chain of block devices
-under it (md, dm-crypt, partitions) down to the disks, and for every disk whether it is an iSCSI LUN and of
-which session (target, initiator, portal), plus the node's local (non-network) disks.
+under it (md, dm-crypt, dm-multipath, partitions) down to the disks, and for every disk whether it is an iSCSI
+LUN and of which session (target, initiator, portal), plus the node's local (non-network) disks. A root that
+is an overlay (root modes ``image`` and ``live``) is described by its lower layer: the multipath device of the
+shared image, or the squashfs fetched into RAM. ``mode`` names the root mode this adds up to, and ``paths``
+the health of every path under it (the md member state, the iSCSI session and SCSI device state).
 """
 
 from __future__ import annotations
@@ -26,14 +29,45 @@ def _read(path, default=None):
         return default
 
 
-def mounted_root(proc_root="/proc"):
-    """(source, fstype) of ``/`` from the last matching line of /proc/self/mounts."""
-    found = (None, None)
+def _mounts(proc_root):
+    """[(source, mount point, fstype, options)] of /proc/self/mounts, in order."""
+    rows = []
     for line in (_read(os.path.join(proc_root, "self", "mounts"), "") or "").splitlines():
         fields = line.split()
-        if len(fields) >= 3 and fields[1] == "/":
-            found = (fields[0], fields[2])
+        if len(fields) >= 4:
+            rows.append((fields[0], fields[1], fields[2], fields[3]))
+    return rows
+
+
+def _mount_at(path, proc_root):
+    """(source, fstype, options) of the last mount on ``path``, or (None, None, "")."""
+    found = (None, None, "")
+    for source, point, fstype, options in _mounts(proc_root):
+        if point == path:
+            found = (source, fstype, options)
     return found
+
+
+def mounted_root(proc_root="/proc"):
+    """(source, fstype) of ``/`` from the last matching line of /proc/self/mounts."""
+    source, fstype, _options = _mount_at("/", proc_root)
+    return source, fstype
+
+
+def overlay_of(options, proc_root="/proc"):
+    """The layers of an overlay mount (from its options): lower dir, and the mounts under the lower and upper
+    dirs ({dir, source, fstype})."""
+    opts = dict(o.split("=", 1) for o in options.split(",") if "=" in o)
+    out = {}
+    for key in ("lowerdir", "upperdir"):
+        path = opts.get(key, "").split(":")[0]
+        source, fstype = None, None
+        probe = path
+        while probe and source is None:  # the mount that holds the dir (upperdir is below its tmpfs)
+            source, fstype, _options = _mount_at(probe, proc_root)
+            probe = os.path.dirname(probe) if probe != "/" else ""
+        out[key[:-3]] = {"dir": path or None, "source": source, "fstype": fstype}
+    return out
 
 
 def block_name(device, sys_root="/sys"):
@@ -82,6 +116,7 @@ def disk_info(name, sys_root="/sys"):
         "name": name,
         "size_bytes": int(size) * 512 if size and size.isdigit() else None,
         "transport": "iscsi" if match else "local",
+        "state": _read(os.path.join(path, "device", "state")),
         "iscsi": session_info(match.group(1), sys_root) if match else None,
     }
 
@@ -98,8 +133,16 @@ def stack(name, sys_root="/sys"):
         kind = "partition" if disk != dev else ("md" if dev.startswith("md") else "dm" if dev.startswith("dm-") else "disk")
         entry = {"name": dev, "kind": kind, "depth": depth}
         if kind == "md":
-            entry["level"] = _read(os.path.join(sys_root, "class", "block", dev, "md", "level"))
-            entry["degraded"] = _read(os.path.join(sys_root, "class", "block", dev, "md", "degraded"))
+            md = os.path.join(sys_root, "class", "block", dev, "md")
+            entry["level"] = _read(os.path.join(md, "level"))
+            entry["degraded"] = _read(os.path.join(md, "degraded"))
+            entry["array_state"] = _read(os.path.join(md, "array_state"))
+            entry["sync_action"] = _read(os.path.join(md, "sync_action"))
+            entry["bitmap"] = _read(os.path.join(md, "bitmap", "location"))
+            entry["members"] = {
+                m[len("dev-"):]: _read(os.path.join(md, m, "state"))
+                for m in (sorted(os.listdir(md)) if os.path.isdir(md) else []) if m.startswith("dev-")
+            }
         if kind == "dm":
             entry["dm_name"] = _read(os.path.join(sys_root, "class", "block", dev, "dm", "name"))
             entry["dm_uuid"] = _read(os.path.join(sys_root, "class", "block", dev, "dm", "uuid"))
@@ -132,20 +175,73 @@ def local_disks(sys_root="/sys"):
     return found
 
 
+def root_mode(fstype, layers, overlay):
+    """The root mode a root adds up to: iscsi, mirror, image, live, or None (none of them)."""
+    top = layers[0] if layers else {}
+    if fstype == "overlay":
+        if overlay.get("lower", {}).get("fstype") == "squashfs":
+            return "live"
+        if top.get("kind") == "dm" and (top.get("dm_uuid") or "").startswith("mpath-"):
+            return "image"
+        return None
+    if top.get("kind") == "md" and top.get("level") == "raid1":
+        return "mirror"
+    if top.get("kind") == "disk":
+        return "iscsi"
+    return None
+
+
+def path_health(layers, disks):
+    """One entry per disk under the root: its md member state (mirror), the SCSI device state and the iSCSI
+    session state; ``ok`` when the session is logged in, the device running and (in md) the member in sync."""
+    members = {}
+    for layer in layers:
+        if layer.get("kind") == "md":
+            members.update(layer.get("members") or {})
+    out = []
+    for disk in disks:
+        iscsi = disk.get("iscsi") or {}
+        member = members.get(disk["name"]) if members else None
+        out.append({
+            "disk": disk["name"],
+            "portal": iscsi.get("portal"),
+            "target": iscsi.get("target"),
+            "session_state": iscsi.get("state"),
+            "device_state": disk.get("state"),
+            "md_member_state": member,
+            "ok": (iscsi.get("state") == "LOGGED_IN" and disk.get("state") == "running"
+                   and (member is None or "in_sync" in member.split(","))),
+        })
+    return out
+
+
 def describe(sys_root="/sys", proc_root="/proc"):
-    source, fstype = mounted_root(proc_root)
-    name = block_name(source, sys_root)
+    source, fstype, options = _mount_at("/", proc_root)
+    overlay = {}
+    device_source = source
+    if fstype == "overlay":
+        overlay = overlay_of(options, proc_root)
+        device_source = overlay["lower"]["source"]
+    name = block_name(device_source, sys_root)
     layers, disks = stack(name, sys_root) if name else ([], [])
     root_disks = [disk_info(d, sys_root) for d in disks]
+    if name and name.startswith("loop"):
+        overlay["lower"]["backing_file"] = _read(os.path.join(sys_root, "class", "block", name, "loop", "backing_file"))
+    mode = root_mode(fstype, layers, overlay)
+    root = {
+        "source": source,
+        "fstype": fstype,
+        "device": name,
+        "stack": layers,
+        "disks": root_disks,
+        "on_iscsi": bool(root_disks) and all(d["transport"] == "iscsi" for d in root_disks),
+        "mode": mode,
+        "paths": path_health(layers, [d for d in root_disks if d["transport"] == "iscsi"]),
+    }
+    if overlay:
+        root["overlay"] = overlay
     return {
-        "root": {
-            "source": source,
-            "fstype": fstype,
-            "device": name,
-            "stack": layers,
-            "disks": root_disks,
-            "on_iscsi": bool(root_disks) and all(d["transport"] == "iscsi" for d in root_disks),
-        },
+        "root": root,
         "iscsi_sessions": [
             session_info(s, sys_root)
             for s in sorted(os.listdir(os.path.join(sys_root, "class", "iscsi_session")))

@@ -13,8 +13,12 @@ version_added: 0.1.0
 description:
   - Reads C(/proc) and C(/sys) only, runs no command and changes nothing.
   - Returns the source of the root file system, the chain of block devices under it (partitions, md RAID,
-    dm-crypt) down to the disks, and for each disk whether it is an iSCSI LUN and of which session
-    (target IQN, initiator IQN, portal, state, recovery timeout).
+    dm-crypt, dm-multipath) down to the disks, and for each disk whether it is an iSCSI LUN and of which
+    session (target IQN, initiator IQN, portal, state, recovery timeout).
+  - A root that is an overlay (root modes V(image) and V(live)) is described through its lower layer (the
+    multipath device of the shared image, or the squashfs in RAM); RV(ansible_facts.diskless_node.root.mode)
+    names the root mode the stack adds up to and RV(ansible_facts.diskless_node.root.paths) the health of
+    every path (md member state, iSCSI session state, SCSI device state).
   - Also lists every iSCSI session and the node's local disks, which a diskless node does not have.
   - Used by C(playbooks/verify.yml) to report the health of every node.
 extends_documentation_fragment:
@@ -61,11 +65,15 @@ ansible_facts:
             fstype: ext4
             device: sda
             on_iscsi: true
+            mode: iscsi
+            paths: [{disk: sda, portal: 10.77.0.11, target: "iqn.2026-11.org.example.lab:sch1.node001-root",
+                     session_state: LOGGED_IN, device_state: running, md_member_state: null, ok: true}]
             stack: [{name: sda, kind: disk, depth: 0}]
             disks:
               - name: sda
                 size_bytes: 2147483648
                 transport: iscsi
+                state: running
                 iscsi: {session: session1, target: "iqn.2026-11.org.example.lab:sch1.node001-root",
                         initiator: "iqn.2026-11.org.example.lab:node001", state: LOGGED_IN,
                         recovery_tmo: "120", portal: 10.77.0.11, port: 3260}

@@ -12,7 +12,8 @@ A test states the lab state it needs through fixtures, never through the tests t
     converged          site.yml applied, the disk-less nodes running from iSCSI (what `hack/lab.sh up`
                        leaves); applied now if the nodes do not run
     nodes_powered_off  the compute nodes off (tests that log in to the storage host AS the nodes)
-Tests marked `destructive` (they reboot or kill a machine the other tests share) run after all others.
+Tests marked `destructive` (they reboot or kill a machine the other tests share) run after all others, and
+the A/B update tests (`ab_update`: they replace a storage host's OS) after those.
 """
 
 from __future__ import annotations
@@ -33,13 +34,17 @@ LAB_TESTS = Path(__file__).resolve().parent
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "destructive: reboots or kills a machine the other lab tests share; "
                                        "runs after every other lab test")
+    config.addinivalue_line("markers", "ab_update: installs and updates a storage host's OS in A/B slots; runs "
+                                       "after every destructive test")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Destructive tests last (in their collection order); tests that use the running lab (the `lab`
     fixture) need the namespace, the others run anywhere."""
-    items[:] = ([i for i in items if i.get_closest_marker("destructive") is None]
-                + [i for i in items if i.get_closest_marker("destructive") is not None])
+    def rank(item: pytest.Item) -> int:
+        return (2 if item.get_closest_marker("ab_update") else 1 if item.get_closest_marker("destructive") else 0)
+
+    items.sort(key=rank)        # stable: collection order within each rank
     lab_items = [i for i in items if LAB_TESTS in Path(str(i.path)).parents
                  and "lab" in getattr(i, "fixturenames", ())]
     if lab_items and not in_lab_netns():

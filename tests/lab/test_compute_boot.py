@@ -50,14 +50,16 @@ def wait_for_ssh(lab: LabInfo, host: str, timeout: float = BOOT_TIMEOUT) -> floa
     pytest.fail(f"{host}: no SSH {timeout:.0f} s after power-on\n{console_tail(host)}", pytrace=False)
 
 
-SESSIONS_SH = ("for s in /sys/class/iscsi_session/session*; do "
+SESSIONS_SH = ("for s in /sys/class/iscsi_session/session*; do [ -e $s ] || continue; "
                "echo \"$(basename $s) $(cat $s/state) $(cat $s/targetname) $(cat $s/initiatorname)\"; done; "
+               "for m in /sys/block/md*/md/dev-*; do [ -e $m ] || continue; echo \"md ${m##*/dev-} $(cat $m/state)\"; done; "
                "echo boot_id $(cat /proc/sys/kernel/random/boot_id)")
 
 
 def node_sessions(lab: LabInfo, node: str) -> dict[str, Any]:
     lines = ssh(lab, node, SESSIONS_SH).splitlines()
     return {"sessions": sorted(line for line in lines if line.startswith("session")),
+            "md": sorted(line for line in lines if line.startswith("md ")),
             "boot_id": next(line.split()[1] for line in lines if line.startswith("boot_id"))}
 
 
@@ -102,11 +104,13 @@ def test_site_rerun_changes_nothing_and_keeps_the_iscsi_sessions(cluster: dict[s
         before, after = cluster["before"][node], cluster["after"][node]
         assert before["boot_id"] == after["boot_id"], f"{node} rebooted during the re-run"
         assert before["sessions"] == after["sessions"], (node, before, after)
+        assert before["md"] == after["md"], (node, before, after)             # no md member dropped
         assert all(line.split()[1] == "LOGGED_IN" for line in after["sessions"]), after
+        assert all("in_sync" in line.split()[2] for line in after["md"]), after
 
 
 def test_node_vm_has_no_disk_device(converged: None, lab: LabInfo, host: Callable[[str], Any],
-                                    nodes: list[str]) -> None:
+                                    nodes: list[str], slices: dict[str, Any]) -> None:
     run_dir = lab.ssh_config.parent.parent / "run" / "vms"
     for node in nodes:
         argv = json.loads((run_dir / node / "vm.json").read_text())["argv"]
@@ -116,7 +120,7 @@ def test_node_vm_has_no_disk_device(converged: None, lab: LabInfo, host: Callabl
         disks = host(node).check_output(
             "for d in /sys/block/*; do n=${d##*/}; case $n in loop*|ram*|zram*|sr*) continue;; esac; "
             "echo \"$n $(readlink -f $d/device)\"; done").splitlines()
-        assert disks, f"{node}: no block device at all"
+        assert disks or slices[node]["root"] == "live", f"{node}: no block device at all"  # live: RAM only
         assert all("/session" in line.split(" ", 1)[1] for line in disks), disks
         assert not any(line.startswith(("vd", "hd", "nvme")) for line in disks), disks
 
@@ -127,7 +131,7 @@ def test_root_is_the_nodes_own_iscsi_lun(converged: None, lab: LabInfo, slices: 
     assert proc.returncode == 0 and data, no_json("node_facts", proc)
     facts = {h: r["ansible_facts"]["diskless_node"] for h, r in data["plays"][0]["tasks"][0]["hosts"].items()}
     lio = json.loads(ssh(lab, STORAGE, f"python3 -c {_q(LIO_SESSIONS_PY)}"))
-    for node in nodes:
+    for node in [n for n in nodes if slices[n]["root"] == "iscsi"]:     # the other modes: tests/lab/test_root_modes.py
         want = slices[node]
         root = facts[node]["root"]
         assert root["on_iscsi"] and root["fstype"] == "ext4", root
@@ -143,8 +147,9 @@ def test_root_is_the_nodes_own_iscsi_lun(converged: None, lab: LabInfo, slices: 
 
 
 def test_a_file_survives_the_nodes_reboot_and_stays_private(converged: None, lab: LabInfo,
-                                                            nodes: list[str]) -> None:
-    a, b = nodes[0], nodes[1]
+                                                            nodes: list[str], slices: dict[str, Any]) -> None:
+    a = next(n for n in nodes if slices[n]["root"] == "iscsi")
+    b = next(n for n in nodes if slices[n]["root"] == "mirror")
     token = secrets.token_hex(16)
     path = f"/var/lib/dl-test-{token}"
     boot_before = ssh(lab, a, f"echo {token} > {path}; sync; cat /proc/sys/kernel/random/boot_id").strip()
@@ -164,11 +169,17 @@ def test_a_file_survives_the_nodes_reboot_and_stays_private(converged: None, lab
     assert len(sessions) == 1 and sessions[0].split()[1] == "LOGGED_IN", sessions
 
 
-def test_verify_reports_every_node_on_iscsi(converged: None, nodes: list[str]) -> None:
+def test_verify_reports_every_node_with_its_mode_and_paths(converged: None, nodes: list[str],
+                                                           slices: dict[str, Any]) -> None:
     proc, data = ansible_json(["ansible-playbook", "-i", str(INVENTORY), str(REPO / "playbooks" / "verify.yml")])
     assert proc.returncode == 0 and data, no_json("verify.yml", proc)
     msgs = {h: r.get("msg", "") for play in data["plays"] for t in play["tasks"] for h, r in t["hosts"].items()
-            if t["task"]["name"].startswith("The root is on the node's own LUNs")}
+            if t["task"]["name"].startswith("The root is the planned mode")}
     assert sorted(msgs) == nodes
     for node, msg in msgs.items():
-        assert f"{node}: / is /dev/" in msg and "on iSCSI" in msg, msg
+        mode = slices[node]["root"]
+        assert f"{node}: / is {mode} (" in msg, msg
+        for path in slices[node]["paths"]:
+            assert f"{path['portal']} ok" in msg, msg                  # every path reported, and healthy
+        if mode == "mirror":
+            assert "bitmap" in msg and "idle" in msg, msg

@@ -27,7 +27,7 @@ from lab.client import (INVENTORY, REPO, LabInfo, ansible_json, console_tail, co
 
 PLAYBOOK = REPO / "playbooks" / "storage.yml"
 HOST = "sch1"                      # the lab inventory's storage host
-NODES = ("node001", "node002")     # nodes logged in by the tests (node003 is exported and left alone)
+NODES = ("node001", "node002")     # nodes logged in by the tests (the others are exported and left alone)
 INTRUDER_IQN = "iqn.2026-11.org.example.lab:intruder"
 PATTERN_BYTES = 8 * 1024 * 1024
 
@@ -125,8 +125,13 @@ sessions() {  # sessions -> {"sessions": "<iscsiadm -m session -P 1>"}
 """
 
 
+def path_on_host(slices: dict[str, Any], node: str) -> dict[str, Any]:
+    """The node's path on the storage host under test (a mirror or image node has one on each host)."""
+    return next(p for p in slices[node]["paths"] if p["storage_host"] == HOST)
+
+
 def initiator_script(slices: dict[str, Any], body: str) -> str:
-    portal = slices[NODES[0]]["paths"][0]
+    portal = path_on_host(slices, NODES[0])
     return INITIATOR_SH % {"portal": shlex.quote(f"{portal['portal']}:{portal['port']}")} + body
 
 
@@ -140,7 +145,7 @@ def node_record(slices: dict[str, Any], node: str, iface: str | None = None, sec
 
 
 def target(slices: dict[str, Any], node: str) -> str:
-    return slices[node]["paths"][0]["target_iqn"]
+    return path_on_host(slices, node)["target_iqn"]
 
 
 def node_volumes(part: dict[str, Any]) -> list[dict[str, Any]]:

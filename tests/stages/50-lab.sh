@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Lab stage: the whole lab cluster comes up the way `make lab` brings it up (image builds only when a
-# recipe changed; the provisioning container, the storage VM, site.yml with the disk-less nodes booting
-# from iSCSI, verify.yml), then the lab tests INSIDE the lab namespace, then CI-sized benchmarks on the
-# same lab: boot time (a local-disk boot now, next to the iSCSI power cycle and the site.yml re-run the
-# tests measured) and LIO/ZFS. The lab always comes down again.
+# Lab stage: ONE lab for every lab test and bench. The whole lab cluster comes up the way `make lab` brings
+# it up (image builds only when a recipe changed; the provisioning container, two storage VMs, site.yml with
+# one disk-less node per root mode booting concurrently, verify.yml), then the lab tests INSIDE the lab
+# namespace (destructive ones last: storage hosts killed under the nodes; then the A/B install and updates of
+# sch2 under the running nodes), then CI-sized benchmarks on the same lab: boot time, LIO/ZFS, the root modes
+# side by side (fio, stalls, resync, boots) and the A/B downtime. The lab always comes down again.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 source hack/env.sh
@@ -23,8 +24,18 @@ t=$SECONDS
 hack/lab.sh exec -- python3 bench/lio_scale.py --ci
 bench_rc=$?
 echo "lab stage: bench/lio_scale.py --ci took $((SECONDS - t)) s (rc $bench_rc)"
+t=$SECONDS
+hack/lab.sh exec -- python3 bench/root_modes.py --ci
+modes_rc=$?
+echo "lab stage: bench/root_modes.py --ci took $((SECONDS - t)) s (rc $modes_rc)"
+t=$SECONDS
+hack/lab.sh exec -- python3 bench/ab_update.py --ci
+ab_rc=$?
+echo "lab stage: bench/ab_update.py --ci took $((SECONDS - t)) s (rc $ab_rc)"
 echo "lab stage: total $((SECONDS - start)) s"
 # the benches are not tests, but a bench that cannot run means the lab is broken: both fail the stage
 [ "$rc" -eq 0 ] || exit "$rc"
 [ "$boot_rc" -eq 0 ] || exit "$boot_rc"
+[ "$modes_rc" -eq 0 ] || exit "$modes_rc"
+[ "$ab_rc" -eq 0 ] || exit "$ab_rc"
 exit "$bench_rc"

@@ -29,9 +29,10 @@ def test_lab_inventory_starts_the_storage_vm_and_the_provisioning_container_by_d
     assert [(ct.name, ct.ip, ct.container, ct.groups) for ct in lab.containers] == [
         ("ips1", "10.77.0.2", "dl-lab-ips1", ["provisioning"])]
     nodes = {vm.name: vm for vm in lab.vms if "compute" in vm.groups}
-    assert sorted(nodes) == ["node001", "node002"]
+    assert sorted(nodes) == ["node001", "node002", "node003", "node004"]
     assert all(not vm.start and vm.boot == "network" and not vm.disks for vm in nodes.values())
-    assert [vm.name for vm in lab.select([])] == ["sch1"]
+    assert nodes["node004"].memory_mib > nodes["node001"].memory_mib      # live: the root is in RAM
+    assert [vm.name for vm in lab.select([])] == ["sch1", "sch2"]
     assert [ct.name for ct in lab.select_containers([])] == ["ips1"]
     assert [vm.name for vm in lab.select(["node002"])] == ["node002"]
     assert lab.select_containers(["node002"]) == []
@@ -116,10 +117,8 @@ all:
     ]
 
 
-def test_the_lab_ab_inventory() -> None:
-    lab = inventory.load_inventory(REPO / "inventories" / "lab-ab")
-    assert (lab.netns, lab.bridge_address) == ("dl-ab", "10.78.0.1/24")
-    vms = {vm.name: vm for vm in lab.vms}
-    assert sorted(vms) == ["node001", "sab1"] and "ipsab1" not in vms   # lab_kind: none
-    assert vms["sab1"].boot == "kernel" and vms["sab1"].start and len(vms["sab1"].disks) == 2
-    assert not vms["node001"].start
+def test_the_lab_a_b_host_is_sch2() -> None:
+    """The A/B update runs in the main lab: sch2 boots the image first, its first lab disk is the A/B disk."""
+    lab = inventory.load_inventory(DEFAULT_INVENTORY)
+    sch2 = {vm.name: vm for vm in lab.vms}["sch2"]
+    assert sch2.boot == "kernel" and sch2.start and sch2.disks == [10 * 1024 ** 3, 16 * 1024 ** 3]

@@ -19,6 +19,7 @@ def write(path, text):
 def iscsi_disk(sys, name, session, host, target, portal):
     device = sys / "devices/platform" / ("host%d" % host) / session / ("target%d:0:0" % host) / ("%d:0:0:0" % host) / "block" / name
     write(device / "size", "4194304")
+    write(device / "device/state", "running")
     for where in ("class/block", "block"):
         (sys / where).mkdir(parents=True, exist_ok=True)
         os.symlink(device, sys / where / name)
@@ -55,10 +56,14 @@ def test_single_lun_root(tmp_path):
     root = facts["root"]
     assert root["device"] == "sda" and root["fstype"] == "ext4" and root["on_iscsi"] is True
     assert root["disks"] == [{
-        "name": "sda", "size_bytes": 4194304 * 512, "transport": "iscsi",
+        "name": "sda", "size_bytes": 4194304 * 512, "transport": "iscsi", "state": "running",
         "iscsi": {"session": "session1", "target": TARGET % "sch1", "initiator": INITIATOR, "state": "LOGGED_IN",
                   "recovery_tmo": "5", "portal": "10.77.0.11", "port": 3260},
     }]
+    assert root["mode"] == "iscsi"
+    assert root["paths"] == [{"disk": "sda", "portal": "10.77.0.11", "target": TARGET % "sch1",
+                              "session_state": "LOGGED_IN", "device_state": "running", "md_member_state": None,
+                              "ok": True}]
     assert facts["local_disks"] == []
     assert facts["boot_id"].startswith("3f2a9c1e")
     assert [s["session"] for s in facts["iscsi_sessions"]] == ["session1"]
@@ -71,7 +76,13 @@ def test_mirror_root_over_two_sessions_and_a_local_disk(tmp_path):
     local_disk(sys, "vda")
     md = sys / "devices/virtual/block/md127"
     write(md / "md/level", "raid1")
-    write(md / "md/degraded", "0")
+    write(md / "md/degraded", "1")
+    write(md / "md/array_state", "clean")
+    write(md / "md/sync_action", "idle")
+    write(md / "md/bitmap/location", "-16")
+    write(md / "md/dev-sda/state", "in_sync")
+    write(md / "md/dev-sdb/state", "faulty")
+    write(sys / "class/iscsi_session/session2/state", "FAILED")
     (md / "slaves").mkdir()
     os.symlink(sys / "class/block/sda", md / "slaves/sda")
     os.symlink(sys / "class/block/sdb", md / "slaves/sdb")
@@ -80,8 +91,12 @@ def test_mirror_root_over_two_sessions_and_a_local_disk(tmp_path):
     facts = describe(str(sys), str(proc_with_root(tmp_path, "/dev/md127")))
     root = facts["root"]
     assert [(layer["name"], layer["kind"]) for layer in root["stack"]] == [("md127", "md"), ("sda", "disk"), ("sdb", "disk")]
-    assert root["stack"][0]["level"] == "raid1" and root["stack"][0]["degraded"] == "0"
+    assert root["stack"][0]["level"] == "raid1" and root["stack"][0]["degraded"] == "1"
+    assert root["stack"][0]["bitmap"] == "-16" and root["stack"][0]["members"] == {"sda": "in_sync", "sdb": "faulty"}
     assert [d["iscsi"]["portal"] for d in root["disks"]] == ["10.77.0.11", "10.77.0.12"]
+    assert root["mode"] == "mirror"
+    assert [(x["disk"], x["md_member_state"], x["session_state"], x["ok"]) for x in root["paths"]] == [
+        ("sda", "in_sync", "LOGGED_IN", True), ("sdb", "faulty", "FAILED", False)]
     assert root["on_iscsi"] is True
     assert [d["name"] for d in facts["local_disks"]] == ["vda"]
 
@@ -99,4 +114,55 @@ def test_root_not_on_a_block_device(tmp_path):
     (sys / "block").mkdir(parents=True)
     facts = describe(str(sys), str(proc_with_root(tmp_path, "overlay")))
     assert facts["root"] == {"source": "overlay", "fstype": "ext4", "device": None, "stack": [], "disks": [],
-                             "on_iscsi": False}
+                             "on_iscsi": False, "mode": None, "paths": []}
+
+
+def overlay_proc(tmp_path, lower_source, lower_fstype):
+    proc = tmp_path / "proc"
+    write(proc / "self/mounts", "\n".join((
+        "tmpfs /run tmpfs rw,nosuid,nodev 0 0",
+        "%s /run/diskless/lower %s ro,relatime 0 0" % (lower_source, lower_fstype),
+        "tmpfs /run/diskless/rw tmpfs rw,relatime,size=262144k 0 0",
+        "overlay / overlay rw,relatime,lowerdir=/run/diskless/lower,upperdir=/run/diskless/rw/upper,"
+        "workdir=/run/diskless/rw/work 0 0",
+    )))
+    write(proc / "sys/kernel/random/boot_id", "3f2a9c1e-8c1b-4e5e-9a55-0b8f5d7c2a10")
+    return proc
+
+
+def test_image_root_is_an_overlay_over_a_multipath_device(tmp_path):
+    sys = tmp_path / "sys"
+    iscsi_disk(sys, "sda", "session1", 2, TARGET % "shared", "10.77.0.11")
+    iscsi_disk(sys, "sdb", "session2", 3, TARGET % "shared", "10.77.0.12")
+    write(sys / "class/iscsi_session/session2/state", "FAILED")
+    dm = sys / "devices/virtual/block/dm-0"
+    write(dm / "dm/name", "36001405abc")
+    write(dm / "dm/uuid", "mpath-36001405abc")
+    (dm / "slaves").mkdir(parents=True)
+    os.symlink(sys / "class/block/sda", dm / "slaves/sda")
+    os.symlink(sys / "class/block/sdb", dm / "slaves/sdb")
+    os.symlink(dm, sys / "class/block/dm-0")
+    os.symlink(dm, sys / "block/dm-0")
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    os.symlink("dm-0", dev / "mapper-x")
+    facts = describe(str(sys), str(overlay_proc(tmp_path, "/dev/dm-0", "ext4")))
+    root = facts["root"]
+    assert root["fstype"] == "overlay" and root["device"] == "dm-0" and root["mode"] == "image"
+    assert root["overlay"]["lower"] == {"dir": "/run/diskless/lower", "source": "/dev/dm-0", "fstype": "ext4"}
+    assert root["overlay"]["upper"] == {"dir": "/run/diskless/rw/upper", "source": "tmpfs", "fstype": "tmpfs"}
+    assert [(x["portal"], x["ok"]) for x in root["paths"]] == [("10.77.0.11", True), ("10.77.0.12", False)]
+
+
+def test_live_root_is_an_overlay_over_a_squashfs_in_ram(tmp_path):
+    sys = tmp_path / "sys"
+    loop = sys / "devices/virtual/block/loop0"
+    write(loop / "size", "400000")
+    write(loop / "loop/backing_file", "/run/diskless/live/root.squashfs")
+    for where in ("class/block", "block"):
+        (sys / where).mkdir(parents=True, exist_ok=True)
+        os.symlink(loop, sys / where / "loop0")
+    facts = describe(str(sys), str(overlay_proc(tmp_path, "/dev/loop0", "squashfs")))
+    root = facts["root"]
+    assert root["mode"] == "live" and root["on_iscsi"] is False and root["paths"] == []
+    assert root["overlay"]["lower"]["backing_file"] == "/run/diskless/live/root.squashfs"

@@ -1,5 +1,7 @@
 """The storage host updates its own OS by GRUB A/B root slots, in the lab (a VM that boots from its own disk
-through SeaBIOS and GRUB). The tests run in file order and share the VM:
+through SeaBIOS and GRUB): sch2 of the lab inventory (the one with an `ab_update_disk`), while the lab's nodes
+run on it (a mirror half, a path of the shared image: they lose it at every reboot and heal by themselves).
+These tests run after every other lab test (they replace a storage host's OS), in file order, and share the VM:
 
 1. first install: the host boots slot A through GRUB, the gate confirmed it, B is bad (never written);
 2. an update to a broken image (PID 1 exits: kernel panic, panic= resets): the host comes back on slot A
@@ -22,11 +24,17 @@ from pathlib import Path
 
 import pytest
 
-from lab.ab_client import (UPDATE_PLAYBOOK, AbLab, PortalWatch, boot_id, data_sha256, facts, make_image, make_images,
-                           playbook, ssh, update_vars, wait_for_new_boot)
-from lab.client import record_timing
+from lab.ab_client import (HOST, UPDATE_PLAYBOOK, AbLab, PortalWatch, boot_id, bring_up, data_sha256, facts,
+                           make_image, make_images, playbook, ssh, update_vars, wait_for_new_boot)
+from lab.client import LabInfo, record_timing
 
-TARGET = "iqn.2026-11.org.example.lab.ab:sab1.node001-root"
+pytestmark = [pytest.mark.destructive, pytest.mark.ab_update]
+
+
+@pytest.fixture(scope="module")
+def ab(converged: None, lab: LabInfo) -> AbLab:
+    """The A/B host with its pool and exports (site.yml), A/B-installed and booted from slot A."""
+    return bring_up()
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +44,9 @@ def images(ab: AbLab) -> dict[str, str]:
 
 
 def assert_exports_and_data(ab: AbLab, f: dict) -> None:
-    assert TARGET in f["targets"], f"LIO export of node001 not restored: {f['targets']}"
-    assert data_sha256() == ab.data_sha256, "node001's volume changed"
+    missing = sorted(set(ab.targets) - set(f["targets"]))
+    assert not missing, f"LIO exports not restored: {missing}"
+    assert data_sha256(ab.data_volume) == ab.data_sha256, f"{ab.data_volume} changed"
 
 
 def test_first_install_boots_slot_a_through_grub(ab: AbLab) -> None:
@@ -118,21 +127,23 @@ def test_rerun_with_nothing_new_changes_nothing(ab: AbLab) -> None:
 
 
 def test_an_update_is_refused_while_a_mirror_partner_is_down(ab: AbLab, tmp_path: Path) -> None:
-    """The same lab plus a second storage host sab2 (never started: it does not answer) and node002, whose root
-    is an md RAID1 over a LUN of sab1 and one of sab2. Rebooting sab1 would leave node002 without a path to its
-    root: the play refuses before anything changes on sab1."""
+    """The same lab plus a third storage host sch9 (never started: it does not answer) and node009, whose root
+    is an md RAID1 over a LUN of this host and one of sch9. Rebooting this host would leave node009 without a
+    path to its root: the play refuses before anything changes on it."""
     more = tmp_path / "partner.yml"
     more.write_text(json.dumps({"all": {"children": {
-        "storage": {"hosts": {"sab2": {"ansible_host": "10.78.0.12", "storage_pool_devices": ["/dev/vdc"]}}},
-        "compute": {"hosts": {"node002": {"ansible_host": "10.78.0.102", "node_mac": "52:54:00:78:01:02",
-                                          "node_root": "mirror", "node_chap_secret": "labab-n002-chap-test",
-                                          "node_chap_mutual_secret": "labab-n002-mutual-test"}}}}}}))
+        "storage": {"hosts": {"sch9": {"ansible_host": "10.77.0.19", "storage_pool_devices": ["/dev/vdb"],
+                                       "lab_kind": "none"}}},
+        "compute": {"hosts": {"node009": {"ansible_host": "10.77.0.109", "node_mac": "52:54:00:77:01:09",
+                                          "node_root": "mirror", "node_storage": [HOST, "sch9"],
+                                          "node_chap_secret": "lab-n009-chap-test",
+                                          "node_chap_mutual_secret": "lab-n009-mutual-test"}}}}}}))
     before = boot_id()
     res = playbook(UPDATE_PLAYBOOK, "an update while a mirror partner is down (refused)",
-                   update_vars("v4", "/var/tmp/ab-test/v3.tar"), more_inventory=more, limit="sab1")
+                   update_vars("v4", "/var/tmp/ab-test/v3.tar"), more_inventory=more)
     assert res.rc != 0
     msg = " ".join(res.failures)
-    assert "sab1: refusing to reboot: partner sab2 (other path of node002) is unreachable" in msg, msg
+    assert f"{HOST}: refusing to reboot: partner sch9 (other path of node009) is unreachable" in msg, msg
     assert res.stats["changed"] == 0, res.changed
     assert boot_id() == before
     f = facts()
