@@ -7,12 +7,17 @@
 ``describe(sys_root, proc_root)`` returns the root file system's source device, the chain of block devices
 under it (md, dm-crypt, partitions) down to the disks, and for every disk whether it is an iSCSI LUN and of
 which session (target, initiator, portal), plus the node's local (non-network) disks.
+
+A root under an overlay (root modes ``image`` and ``live``) is not a block device: its lower layer is the
+``DL_ROOT_DEVICE`` the initramfs wrote to ``/run/diskless/root.env`` (with the other non-secret ``DL_*``
+values it booted with, returned as ``env``).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 
 _SESSION_RE = re.compile(r"/(session[0-9]+)/")
 _VIRTUAL = ("loop", "ram", "zram", "md", "dm-", "sr", "nbd", "fd")
@@ -132,9 +137,33 @@ def local_disks(sys_root="/sys"):
     return found
 
 
-def describe(sys_root="/sys", proc_root="/proc"):
+ROOT_ENV = "diskless/root.env"
+_ENV_LINE_RE = re.compile(r"^(DL_[A-Z0-9_]+)=(.*)$")
+
+
+def read_env(path):
+    """The ``DL_*`` assignments of a shell file like /run/diskless/root.env as {name: text}; anything else, and
+    any name that would hold a secret, is left out."""
+    out = {}
+    for line in (_read(path, "") or "").splitlines():
+        match = _ENV_LINE_RE.match(line.strip())
+        if not match or "SECRET" in match.group(1) or match.group(1).endswith("_KEY"):
+            continue
+        try:
+            out[match.group(1)] = "".join(shlex.split(match.group(2)))
+        except ValueError:
+            continue
+    return out
+
+
+def describe(sys_root="/sys", proc_root="/proc", run_root="/run"):
     source, fstype = mounted_root(proc_root)
+    env = read_env(os.path.join(run_root, ROOT_ENV))
     name = block_name(source, sys_root)
+    lower = None
+    if name is None and env.get("DL_ROOT_DEVICE"):  # an overlay: what stands under it
+        lower = block_name(env["DL_ROOT_DEVICE"], sys_root)
+        name = lower
     layers, disks = stack(name, sys_root) if name else ([], [])
     root_disks = [disk_info(d, sys_root) for d in disks]
     return {
@@ -142,6 +171,7 @@ def describe(sys_root="/sys", proc_root="/proc"):
             "source": source,
             "fstype": fstype,
             "device": name,
+            "lower": lower is not None,
             "stack": layers,
             "disks": root_disks,
             "on_iscsi": bool(root_disks) and all(d["transport"] == "iscsi" for d in root_disks),
@@ -152,4 +182,5 @@ def describe(sys_root="/sys", proc_root="/proc"):
         ] if os.path.isdir(os.path.join(sys_root, "class", "iscsi_session")) else [],
         "local_disks": local_disks(sys_root),
         "boot_id": _read(os.path.join(proc_root, "sys", "kernel", "random", "boot_id")),
+        "env": env,
     }
