@@ -9,13 +9,15 @@ under it (md, dm-crypt, dm-multipath, partitions) down to the disks, and for eve
 LUN and of which session (target, initiator, portal), plus the node's local (non-network) disks. A root that
 is an overlay (root modes ``image`` and ``live``) is described by its lower layer: the multipath device of the
 shared image, or the squashfs fetched into RAM. ``mode`` names the root mode this adds up to, and ``paths``
-the health of every path under it (the md member state, the iSCSI session and SCSI device state).
+the health of every path under it (the md member state, the iSCSI session and SCSI device state). ``env``:
+the non-secret ``DL_*`` values the initramfs booted with (/run/diskless/root.env).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 
 _SESSION_RE = re.compile(r"/(session[0-9]+)/")
 _VIRTUAL = ("loop", "ram", "zram", "md", "dm-", "sr", "nbd", "fd")
@@ -215,7 +217,26 @@ def path_health(layers, disks):
     return out
 
 
-def describe(sys_root="/sys", proc_root="/proc"):
+ROOT_ENV = "diskless/root.env"
+_ENV_LINE_RE = re.compile(r"^(DL_[A-Z0-9_]+)=(.*)$")
+
+
+def read_env(path):
+    """The ``DL_*`` assignments of a shell file like /run/diskless/root.env as {name: text}; anything else, and
+    any name that would hold a secret, is left out."""
+    out = {}
+    for line in (_read(path, "") or "").splitlines():
+        match = _ENV_LINE_RE.match(line.strip())
+        if not match or "SECRET" in match.group(1) or match.group(1).endswith("_KEY"):
+            continue
+        try:
+            out[match.group(1)] = "".join(shlex.split(match.group(2)))
+        except ValueError:
+            continue
+    return out
+
+
+def describe(sys_root="/sys", proc_root="/proc", run_root="/run"):
     source, fstype, options = _mount_at("/", proc_root)
     overlay = {}
     device_source = source
@@ -248,4 +269,5 @@ def describe(sys_root="/sys", proc_root="/proc"):
         ] if os.path.isdir(os.path.join(sys_root, "class", "iscsi_session")) else [],
         "local_disks": local_disks(sys_root),
         "boot_id": _read(os.path.join(proc_root, "sys", "kernel", "random", "boot_id")),
+        "env": read_env(os.path.join(run_root, ROOT_ENV)),
     }

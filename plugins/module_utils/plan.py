@@ -32,7 +32,17 @@ except ImportError:  # pragma: no cover - exercised only without netaddr
     HAS_NETADDR = False
 
 PLAN_VERSION = 1
-ROOT_MODES = ("iscsi", "mirror", "image")
+ROOT_MODES = ("iscsi", "mirror", "image", "live")
+STORAGE_MODES = ("iscsi", "mirror", "image")    # the root is on iSCSI LUNs of the storage hosts
+OVERLAY_MODES = ("image", "live")               # a read-only root under a RAM overlay
+OVERLAYS = ("tmpfs", "zram")
+DEFAULT_REPLACEMENT_TIMEOUT = {"iscsi": 86400, "mirror": 5, "image": 5}  # one path: ride out a reboot of its host
+DEFAULT_PATH_WAIT = {"iscsi": 0, "mirror": 30, "image": 30}              # 0: wait for the one path forever
+ISCSI_NOOP_INTERVAL = 5
+ISCSI_NOOP_TIMEOUT = 5
+DEFAULT_OVERLAY = "tmpfs"
+DEFAULT_OVERLAY_SIZE = "50%"
+MD_NAME = "dlroot"
 GROUPS = ("provisioning", "storage", "compute")
 IQN_MAX_BYTES = 223
 DEFAULT_NODE_IP_OFFSET = 100
@@ -57,6 +67,7 @@ _VERSION_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,31}\Z")
 _POOL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,254}\Z")
 _CANONICAL_MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}\Z")
 _TRAILING_DIGITS = re.compile(r"([0-9]+)$")
+_OVERLAY_SIZE_RE = re.compile(r"^([1-9]|[1-8][0-9]|90)%\Z")
 _SERIAL_NAMESPACE = uuid.UUID("6f0b8a52-8f3e-4c55-9d0e-5e7c1f6a2b10")
 
 
@@ -132,6 +143,11 @@ def shared_image_serial(authority: str, image: str, version: str) -> str:
 
 def _shell_quote(value: str) -> str:
     return "'%s'" % value.replace("'", "'\\''")
+
+
+def machine_id(cluster: str, node: str) -> str:
+    """The node's /etc/machine-id: 32 lower-case hex digits, stable per cluster and node name."""
+    return hashlib.sha256(("%s/%s" % (cluster, node)).encode("utf-8")).hexdigest()[:32]
 
 
 def _is_str(value) -> bool:
@@ -335,6 +351,7 @@ class _Planner:
             "http_path": "/images/%s/%s" % (name, version),
             "golden_volume": "golden/%s" % name,
             "snapshot": "v%s" % version,
+            "live": False,  # some live node boots its root.squashfs: the provisioning host publishes it
         }
 
     def _port(self, key, default) -> int:
@@ -389,8 +406,10 @@ class _Planner:
                     seen[host] = group
         if not self.groups["provisioning"]:
             self.err("all", "groups", "no host in group 'provisioning' (the DHCP/TFTP/HTTP boot server)")
-        if self.groups["compute"] and not self.groups["storage"]:
-            self.err("all", "groups", "compute nodes need at least one host in group 'storage'")
+        if not self.groups["storage"] and any(self.hostvars.get(n, {}).get("node_root", "iscsi") != "live"
+                                              for n in self.groups["compute"]):
+            self.err("all", "groups", "compute nodes with an iSCSI root (iscsi, mirror, image) need at least one host "
+                     "in group 'storage'")
         # a storage or provisioning host that is also compute was reported; plan each host once
         for group in ("storage", "compute"):
             self.groups[group] = [h for h in self.groups[group] if seen.get(h) == group]
@@ -565,19 +584,34 @@ class _Planner:
                     if mode == "image":
                         self.err(node, "node_root_size", "does not apply to root mode 'image' (the shared image is read-only)")
                         ok = False
+                    elif mode == "live":
+                        self.err(node, "node_root_size", "does not apply to root mode 'live' (its root is the image's "
+                                 "squashfs in RAM)")
+                        ok = False
                     elif image and image["size_bytes"] and root_size < image["size_bytes"]:
                         self.err(node, "node_root_size", "%s is smaller than image '%s' (%s); a clone can only grow"
                                  % (format_size(root_size), image["name"], format_size(image["size_bytes"])))
                         ok = False
 
-            hosts = self._node_storage(node, hv, mode, storage_hosts)
-            ok = ok and hosts is not None
-            secrets = self._node_secrets(node, hv, luks)
+            boot = self._node_boot_settings(node, hv, mode)
+            ok = ok and boot is not None
+            on_iscsi = mode != "live"
+            if on_iscsi:
+                hosts = self._node_storage(node, hv, mode, storage_hosts)
+                ok = ok and hosts is not None
+            else:
+                hosts = []
+                if hv.get("node_storage") is not None:
+                    self.err(node, "node_storage", "does not apply to root mode 'live' (it has no storage host)")
+                    ok = False
+            secrets = self._node_secrets(node, hv, luks, chap=on_iscsi)
             ok = ok and secrets is not None
 
             # the host name is the unique part of the initiator IQN; an invalid one is already reported
-            initiator = self._iqn(node, "initiator_iqn", hostname) if ok or _DNS_LABEL_RE.match(str(hostname)) else None
-            ok = ok and initiator is not None
+            initiator = None
+            if on_iscsi:
+                initiator = self._iqn(node, "initiator_iqn", hostname) if ok or _DNS_LABEL_RE.match(str(hostname)) else None
+                ok = ok and initiator is not None
             kernel_args = self._boot_args(node, "node_kernel_args", hv.get("node_kernel_args"))
             if not ok or mode not in ROOT_MODES or image is None:
                 continue
@@ -607,7 +641,9 @@ class _Planner:
                     "readonly": mode == "image",
                 })
             else:
-                self.nodes[node] = {
+                if mode == "live":
+                    image["live"] = True
+                self.nodes[node] = dict({
                     "name": node,
                     "hostname": hostname,
                     "mac": mac,
@@ -617,16 +653,56 @@ class _Planner:
                     "root": mode,
                     "luks": luks,
                     "image": image["name"],
+                    "machine_id": machine_id(self.name, node),
                     "initiator_iqn": initiator,
-                    "chap_user": node,
+                    "chap_user": node if on_iscsi else None,
                     "chap_secret": secrets[0],
-                    "mutual_chap_user": self.mutual_user,
+                    "mutual_chap_user": self.mutual_user if on_iscsi else None,
                     "mutual_chap_secret": secrets[1],
                     "luks_key": secrets[2],
-                    "root_size_bytes": None if mode == "image" else root_size,
+                    "root_size_bytes": root_size if mode in ("iscsi", "mirror") else None,
                     "paths": paths,
                     "extra_kernel_args": kernel_args,
-                }
+                }, **boot)
+
+    def _node_boot_settings(self, node, hv, mode):
+        """What the initramfs does with the root: iSCSI timeouts, path wait, md name, RAM overlay (None if invalid)."""
+        ok = True
+        out = {"iscsi_replacement_timeout": None, "iscsi_noop_interval": None, "iscsi_noop_timeout": None,
+               "path_wait": None, "md_name": MD_NAME if mode == "mirror" else None, "overlay": None, "overlay_size": None}
+        for var, key, least, defaults in (
+                ("node_iscsi_replacement_timeout", "iscsi_replacement_timeout", 1, DEFAULT_REPLACEMENT_TIMEOUT),
+                ("node_path_wait", "path_wait", 0, DEFAULT_PATH_WAIT)):
+            value = hv.get(var)
+            if mode == "live":
+                if value is not None:
+                    self.err(node, var, "does not apply to root mode 'live' (it has no iSCSI path)")
+                    ok = False
+                continue
+            if value is None:
+                value = defaults.get(mode)
+            elif value < least:
+                self.err(node, var, "%r must be a whole number of seconds >= %d" % (value, least))
+                ok = False
+            out[key] = value
+        if mode in STORAGE_MODES:
+            out["iscsi_noop_interval"], out["iscsi_noop_timeout"] = ISCSI_NOOP_INTERVAL, ISCSI_NOOP_TIMEOUT
+        overlay, size = hv.get("node_overlay"), hv.get("node_overlay_size")
+        if mode in OVERLAY_MODES:
+            out["overlay"] = DEFAULT_OVERLAY if overlay is None else overlay
+            out["overlay_size"] = DEFAULT_OVERLAY_SIZE if size is None else size
+            if overlay is not None and overlay not in OVERLAYS:
+                self.err(node, "node_overlay", "%r is not an overlay; use one of %s" % (overlay, ", ".join(OVERLAYS)))
+                ok = False
+            if size is not None and not _OVERLAY_SIZE_RE.match(size):
+                self.err(node, "node_overlay_size", "%r must be a percentage of RAM from '1%%' to '90%%', like '50%%'" % (size,))
+                ok = False
+        elif mode in ROOT_MODES:
+            for var, value in (("node_overlay", overlay), ("node_overlay_size", size)):
+                if value is not None:
+                    self.err(node, var, "does not apply to root mode '%s' (only 'image' and 'live' have a RAM overlay)" % mode)
+                    ok = False
+        return out if ok else None
 
     def _node_ip(self, node, hv, index):
         if self.network is None:
@@ -697,7 +773,11 @@ class _Planner:
             return None  # the storage host's own error says why
         return hosts
 
-    def _node_secrets(self, node, hv, luks):
+    def _node_secrets(self, node, hv, luks, chap=True):
+        """(CHAP secret, mutual CHAP secret, LUKS key); a node without an iSCSI root (``chap`` false) has no
+        CHAP pair and needs no entry in cluster_chap_secrets unless it has a LUKS key there. None if invalid."""
+        if not chap and not luks:
+            return (None, None, None)
         if self.secrets_broken:
             return None
         entry = self.secrets.get(node) or {}
@@ -707,7 +787,7 @@ class _Planner:
         values = []
         ok = True
         for var, key, what in (("node_chap_secret", "secret", "CHAP secret"),
-                               ("node_chap_mutual_secret", "mutual_secret", "mutual CHAP secret")):
+                               ("node_chap_mutual_secret", "mutual_secret", "mutual CHAP secret")) if chap else ():
             value = hv.get(var, entry.get(key))
             if value in (None, ""):
                 self.err(node, var, "is required: the node's %s (set it in vault, or cluster_chap_secrets.%s.%s)" % (what, node, key))
@@ -719,7 +799,9 @@ class _Planner:
                 self.err(node, var, "may use only letters, digits and !#%+,./:=?@^_~- (no spaces, quotes or $)")
                 ok = False
             values.append(value)
-        if ok and values[0] == values[1]:
+        if not chap:
+            values = [None, None]
+        elif ok and values[0] == values[1]:
             self.err(node, "node_chap_mutual_secret", "must differ from node_chap_secret (RFC 3720 forbids reusing it)")
             ok = False
         luks_key = None
@@ -816,25 +898,24 @@ class _Planner:
             self.http_base = "http://%s%s" % (self.http_host, "" if self.http_port == 80 else ":%d" % self.http_port)
         for plan in self.nodes.values():
             image = self.images[plan["image"]]
-            plan["kernel_args"] = self._kernel_args(plan, image)
+            live = plan["root"] == "live" and self.http_base is not None
+            plan["live_url"] = "%s%s/root.squashfs" % (self.http_base, image["http_path"]) if live else None
+            plan["live_sums_url"] = "%s%s/SHA256SUMS" % (self.http_base, image["http_path"]) if live else None
+            plan["kernel_args"] = self._kernel_args(plan)
             plan["boot_script"] = self._boot_script(plan, image)
             plan["initramfs_conf"] = self._initramfs_conf(plan)
 
-    def _kernel_args(self, plan, image) -> list[str]:
+    def _kernel_args(self, plan) -> list[str]:
+        """The kernel command line (docs/compute.md): initramfs-tools' /init runs scripts/diskless (boot=diskless),
+        which reads everything else from the per-node file; no root=, no secret."""
         net = self.network
-        args = [
+        return [
             "ip=%s::%s:%s:%s::off" % (plan["ip"], self.gateway or "", net.netmask if net is not None else "", plan["hostname"]),
             "BOOTIF=01-%s" % plan["mac_hyphen"],
-        ]
-        if plan["root"] == "mirror":
-            args.append("root=/dev/md/dlroot")
-        else:
-            args.append("root=LABEL=%s" % image["label"])
-        args.append("ro")
-        if plan["root"] == "image":
-            args.append("overlayroot=tmpfs")
-        args.append("diskless.node=%s" % plan["name"])
-        return args + self.kernel_args + plan.pop("extra_kernel_args")
+            "boot=diskless",
+            "ro",
+            "diskless.node=%s" % plan["name"],
+        ] + self.kernel_args + plan.pop("extra_kernel_args")
 
     def _boot_script(self, plan, image) -> str:
         base = "%s%s" % (self.http_base or "", image["http_path"])
@@ -845,30 +926,43 @@ class _Planner:
             "imgfree",
             "kernel %s/vmlinuz %s" % (base, " ".join(plan["kernel_args"])),
             "initrd %s/initrd.img" % base,
-            "initrd %s/nodes/%s.conf /etc/iscsi.initramfs mode=600" % (self.http_base or "", plan["mac_hyphen"]),
+            "initrd %s/nodes/%s.conf /etc/diskless/node.conf mode=600" % (self.http_base or "", plan["mac_hyphen"]),
             "boot",
             "",
         ))
 
-    def _initramfs_conf(self, plan) -> str:
-        first = plan["paths"][0]
-        portals = " ".join(p["portal"] for p in plan["paths"]) if plan["root"] == "image" else first["portal"]
-        lines = [
-            "# diskless.cluster: iSCSI root of %s. SECRET: served only to %s; read by the initramfs." % (plan["name"], plan["ip"]),
-            "ISCSI_INITIATOR=%s" % _shell_quote(plan["initiator_iqn"]),
-            "ISCSI_TARGET_NAME=%s" % _shell_quote(first["target_iqn"]),
-            "ISCSI_TARGET_IP=%s" % _shell_quote(portals),
-            "ISCSI_TARGET_PORT=%s" % _shell_quote(str(first["port"])),
-            "ISCSI_TARGET_GROUP='1'",
-            "ISCSI_USERNAME=%s" % _shell_quote(plan["chap_user"]),
-            "ISCSI_PASSWORD=%s" % _shell_quote(plan["chap_secret"]),
-            "ISCSI_IN_USERNAME=%s" % _shell_quote(plan["mutual_chap_user"]),
-            "ISCSI_IN_PASSWORD=%s" % _shell_quote(plan["mutual_chap_secret"]),
-            "DL_NODE=%s" % _shell_quote(plan["name"]),
-            "DL_ROOT_MODE=%s" % _shell_quote(plan["root"]),
-            "DL_PATHS=%s" % _shell_quote(" ".join("%s,%s,%d" % (p["target_iqn"], p["portal"], p["port"]) for p in plan["paths"])),
-            "DL_LUKS=%s" % ("'1'" if plan["luks"] else "'0'"),
-        ]
+    @staticmethod
+    def _initramfs_conf(plan) -> str:
+        """/etc/diskless/node.conf: the DL_* variables scripts/diskless sources (docs/compute.md), every value
+        single-quoted, '' where the root mode has no use for it."""
+        def text(value):
+            return "" if value is None else str(value)
+
+        values = (
+            ("DL_NODE", plan["name"]),
+            ("DL_HOSTNAME", plan["hostname"]),
+            ("DL_ROOT_MODE", plan["root"]),
+            ("DL_MACHINE_ID", plan["machine_id"]),
+            ("DL_INITIATOR", plan["initiator_iqn"]),
+            ("DL_CHAP_USER", plan["chap_user"]),
+            ("DL_CHAP_SECRET", plan["chap_secret"]),
+            ("DL_MUTUAL_USER", plan["mutual_chap_user"]),
+            ("DL_MUTUAL_SECRET", plan["mutual_chap_secret"]),
+            ("DL_PATHS", " ".join("%s,%s,%d,%d" % (p["target_iqn"], p["portal"], p["port"], p["lun"]) for p in plan["paths"])),
+            ("DL_ISCSI_REPLACEMENT_TIMEOUT", plan["iscsi_replacement_timeout"]),
+            ("DL_ISCSI_NOOP_INTERVAL", plan["iscsi_noop_interval"]),
+            ("DL_ISCSI_NOOP_TIMEOUT", plan["iscsi_noop_timeout"]),
+            ("DL_PATH_WAIT", plan["path_wait"]),
+            ("DL_MD_NAME", plan["md_name"]),
+            ("DL_OVERLAY", plan["overlay"]),
+            ("DL_OVERLAY_SIZE", plan["overlay_size"]),
+            ("DL_LIVE_URL", plan["live_url"]),
+            ("DL_LIVE_SUMS_URL", plan["live_sums_url"]),
+            ("DL_LUKS", "1" if plan["luks"] else "0"),
+        )
+        lines = ["# diskless.cluster: boot settings of %s (root %s). SECRET: served only to %s; read by the initramfs."
+                 % (plan["name"], plan["root"], plan["ip"])]
+        lines += ["%s=%s" % (name, _shell_quote(text(value))) for name, value in values]
         if plan["luks"]:
             lines.append("DL_LUKS_KEY=%s" % _shell_quote(plan["luks_key"]))
         return "\n".join(lines) + "\n"

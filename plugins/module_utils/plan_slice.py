@@ -43,7 +43,8 @@ class SliceError(Exception):
 
 def storage_partners(plan, host):
     """The other storage hosts holding another path of a node root that has a path on ``host`` (the other
-    half of a ``mirror``, the other paths of an ``image``): ``[{host, nodes, modes, pool}]`` sorted by host."""
+    half of a ``mirror``, the other paths of an ``image``): ``[{host, nodes, modes, pool}]`` sorted by host.
+    A ``live`` node has no path: it is nobody's partner."""
     partners = {}
     for name in sorted(plan["nodes"]):
         node = plan["nodes"][name]
@@ -157,8 +158,10 @@ def _provisioning(plan, host):
         "cluster": {k: cluster[k] for k in ("name", "domain", "boot_network", "netmask", "prefixlen", "gateway",
                                             "dhcp_range", "dhcp_lease_time", "http_base", "http_port", "provisioning_ip",
                                             "ntp_server", "syslog_server")},
+        # live: some live node boots this image's root.squashfs over HTTP, so it is published too
         "images": [{"name": i["name"], "version": i["version"], "http_path": i["http_path"],
-                    "bundle": "%s/%s" % (i["name"], i["version"])} for i in (plan["images"][name] for name in sorted(plan["images"]))],
+                    "bundle": "%s/%s" % (i["name"], i["version"]), "live": i["live"]}
+                   for i in (plan["images"][name] for name in sorted(plan["images"]))],
         "public": {"files": public},
         "restricted": {"files": restricted, "secret_files": secret},
         "allow": allow,
@@ -186,6 +189,16 @@ def _compute(plan, host):
         "paths": [{k: p[k] for k in ("storage_host", "portal", "port", "target_iqn", "lun", "readonly")}
                   for p in node["paths"]],
         "kernel_args": node["kernel_args"],
+        # what the initramfs was told (its /etc/diskless/node.conf without the secrets), for checks on the node
+        "machine_id": node["machine_id"],
+        "iscsi_replacement_timeout": node["iscsi_replacement_timeout"],
+        "iscsi_noop_interval": node["iscsi_noop_interval"],
+        "iscsi_noop_timeout": node["iscsi_noop_timeout"],
+        "path_wait": node["path_wait"],
+        "md_name": node["md_name"],
+        "overlay": node["overlay"],
+        "overlay_size": node["overlay_size"],
+        "live_url": node["live_url"],
         "ntp_server": cluster["ntp_server"],
         "syslog_server": cluster["syslog_server"],
     }

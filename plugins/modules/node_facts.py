@@ -11,7 +11,7 @@ module: node_facts
 short_description: What a booted diskless node's root stands on (iSCSI sessions, md, dm, local disks)
 version_added: 0.1.0
 description:
-  - Reads C(/proc) and C(/sys) only, runs no command and changes nothing.
+  - Reads C(/proc), C(/sys) and C(/run/diskless/root.env) only, runs no command and changes nothing.
   - Returns the source of the root file system, the chain of block devices under it (partitions, md RAID,
     dm-crypt, dm-multipath) down to the disks, and for each disk whether it is an iSCSI LUN and of which
     session (target IQN, initiator IQN, portal, state, recovery timeout).
@@ -91,6 +91,12 @@ ansible_facts:
           description: The kernel's boot id (changes at every boot).
           type: str
           sample: 3f2a9c1e-8c1b-4e5e-9a55-0b8f5d7c2a10
+        env:
+          description:
+            - The non-secret C(DL_*) values the initramfs booted with, from C(/run/diskless/root.env) (empty if
+              the file is missing). Names holding a secret are never returned.
+          type: dict
+          sample: {DL_ROOT_MODE: iscsi, DL_ISCSI_REPLACEMENT_TIMEOUT: "86400", DL_ROOT_DEVICE: /dev/sda}
 """
 
 from ansible.module_utils.basic import AnsibleModule

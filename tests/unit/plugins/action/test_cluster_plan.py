@@ -39,13 +39,15 @@ def test_example_inventory_prints_redacted_plan(tmp_path):
     proc, out = run_playbook("-i", "inventories/example", "playbooks/plan.yml", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = task_result(out, "Print the summary")["diskless_plan.summary"]
-    assert summary == {"nodes": 8, "storage_hosts": 2, "provisioning_hosts": 1, "exports": 11,
-                       "root_modes": {"iscsi": 3, "mirror": 3, "image": 2}}
+    assert summary == {"nodes": 10, "storage_hosts": 2, "provisioning_hosts": 1, "exports": 11,
+                       "root_modes": {"iscsi": 3, "mirror": 3, "image": 2, "live": 2}}
     plan = task_result(out, "Print the plan")["diskless_plan.plan"]
     assert plan["nodes"]["gpu01"]["ip"] == "10.77.0.151"          # per-group cluster_node_ip_offset
     assert plan["nodes"]["gpu02"]["mac"] == "52:54:00:00:02:02"     # normalised
     assert plan["nodes"]["gpu02"]["paths"][0]["storage_host"] == "sch2"  # pinned
     assert plan["nodes"]["node001"]["chap_secret"] == "********"
+    assert plan["nodes"]["node007"]["paths"] == [] and plan["nodes"]["node008"]["overlay"] == "zram"   # live
+    assert {name: i["live"] for name, i in plan["images"].items()} == {"debian12": True, "debian12-cuda": False}
     vault = (ROOT / "inventories/example/group_vars/all/vault.yml").read_text()
     secret = vault.split("secret: ", 1)[1].split()[0]
     assert secret not in proc.stdout
@@ -171,7 +173,7 @@ def test_templated_and_vault_indirected_cluster_variables_plan_like_literal_ones
     proc_b, out_b, held_b = slices_of(templated, tmp_path)
     assert proc_a.returncode == 0 and proc_b.returncode == 0, json.dumps(out_b)[-3000:]
     assert sorted(held_a) == sorted(held_b) == ["gpu01", "gpu02", "ips1", "node001", "node002", "node003",
-                                                "node004", "node005", "node006", "sch1", "sch2"]
+                                                "node004", "node005", "node006", "node007", "node008", "sch1", "sch2"]
     for host in held_a:
         assert held_a[host]["slice"] == held_b[host]["slice"], host
 
@@ -183,7 +185,7 @@ def test_a_cluster_variable_with_two_values_is_one_line(tmp_path):
     assert proc.returncode != 0 and held == {}
     assert plan_errors(out) == [
         "all: cluster_iscsi_port: has different values on different hosts (3261 on gpu01, gpu02; not set on ips1, node001, "
-        "node002 and 6 more); a cluster variable has one value: set it once, in group_vars/all"]
+        "node002 and 8 more); a cluster variable has one value: set it once, in group_vars/all"]
 
 
 def test_no_host_holds_another_hosts_secret_and_no_plan_data_is_a_fact(tmp_path, monkeypatch):

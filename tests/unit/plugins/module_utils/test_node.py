@@ -112,9 +112,22 @@ def test_root_on_a_local_disk_is_not_iscsi(tmp_path):
 def test_root_not_on_a_block_device(tmp_path):
     sys = tmp_path / "sys"
     (sys / "block").mkdir(parents=True)
-    facts = describe(str(sys), str(proc_with_root(tmp_path, "overlay")))
+    facts = describe(str(sys), str(proc_with_root(tmp_path, "overlay")), str(tmp_path / "run"))
     assert facts["root"] == {"source": "overlay", "fstype": "ext4", "device": None, "stack": [], "disks": [],
                              "on_iscsi": False, "mode": None, "paths": []}
+    assert facts["env"] == {}
+
+
+def test_root_env_values_without_secrets(tmp_path):
+    sys = tmp_path / "sys"
+    iscsi_disk(sys, "sda", "session1", 2, TARGET % "sch1", "10.77.0.11")
+    write(tmp_path / "run/diskless/root.env",
+          "DL_ROOT_MODE='iscsi'\nDL_ROOT_DEVICE='/dev/sda'\nDL_OVERLAY_SIZE='50%'\nDL_NODE='it'\\''s'\n"
+          "DL_CHAP_SECRET='never'\nDL_LUKS_KEY='never'\nOTHER=x\n# DL_X='comment'")
+    facts = describe(str(sys), str(proc_with_root(tmp_path, "/dev/sda")), str(tmp_path / "run"))
+    assert facts["root"]["mode"] == "iscsi"
+    assert facts["env"] == {"DL_ROOT_MODE": "iscsi", "DL_ROOT_DEVICE": "/dev/sda", "DL_OVERLAY_SIZE": "50%",
+                            "DL_NODE": "it's"}
 
 
 def overlay_proc(tmp_path, lower_source, lower_fstype):

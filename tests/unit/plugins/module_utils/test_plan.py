@@ -78,7 +78,7 @@ def test_base_plan_shape():
     }
     assert plan["images"]["debian12"] == {
         "name": "debian12", "version": "1", "size_bytes": 2 << 30, "label": "dlroot",
-        "http_path": "/images/debian12/1", "golden_volume": "golden/debian12", "snapshot": "v1",
+        "http_path": "/images/debian12/1", "golden_volume": "golden/debian12", "snapshot": "v1", "live": False,
     }
     assert sorted(plan["nodes"]) == ["node001", "node002", "node003"]
     assert sorted(plan["storage"]) == ["sch1", "sch2"]
@@ -101,7 +101,7 @@ def test_iscsi_node():
     }]
     assert node["kernel_args"] == [
         "ip=10.77.0.101::10.77.0.1:255.255.255.0:node001::off", "BOOTIF=01-52-54-00-00-01-01",
-        "root=LABEL=dlroot", "ro", "diskless.node=node001",
+        "boot=diskless", "ro", "diskless.node=node001",
     ]
     assert node["boot_script"].splitlines() == [
         "#!ipxe",
@@ -109,14 +109,171 @@ def test_iscsi_node():
         "imgfree",
         "kernel http://10.77.0.2/images/debian12/1/vmlinuz " + " ".join(node["kernel_args"]),
         "initrd http://10.77.0.2/images/debian12/1/initrd.img",
-        "initrd http://10.77.0.2/nodes/52-54-00-00-01-01.conf /etc/iscsi.initramfs mode=600",
+        "initrd http://10.77.0.2/nodes/52-54-00-00-01-01.conf /etc/diskless/node.conf mode=600",
         "boot",
     ]
-    conf = node["initramfs_conf"]
-    assert "ISCSI_INITIATOR='iqn.2026-11.org.example.lab:node001'" in conf
-    assert "ISCSI_TARGET_IP='%s'" % portal in conf
-    assert "ISCSI_PASSWORD='node001-secret-a'" in conf and "ISCSI_IN_PASSWORD='node001-mutual-a'" in conf
+    assert node["initramfs_conf"].splitlines() == [
+        "# diskless.cluster: boot settings of node001 (root iscsi). SECRET: served only to 10.77.0.101; read by the initramfs.",
+        "DL_NODE='node001'",
+        "DL_HOSTNAME='node001'",
+        "DL_ROOT_MODE='iscsi'",
+        "DL_MACHINE_ID='%s'" % MACHINE_IDS["node001"],
+        "DL_INITIATOR='iqn.2026-11.org.example.lab:node001'",
+        "DL_CHAP_USER='node001'",
+        "DL_CHAP_SECRET='node001-secret-a'",
+        "DL_MUTUAL_USER='lab-storage'",
+        "DL_MUTUAL_SECRET='node001-mutual-a'",
+        "DL_PATHS='iqn.2026-11.org.example.lab:%s.node001-root,%s,3260,0'" % (host, portal),
+        "DL_ISCSI_REPLACEMENT_TIMEOUT='86400'",
+        "DL_ISCSI_NOOP_INTERVAL='5'",
+        "DL_ISCSI_NOOP_TIMEOUT='5'",
+        "DL_PATH_WAIT='0'",
+        "DL_MD_NAME=''",
+        "DL_OVERLAY=''",
+        "DL_OVERLAY_SIZE=''",
+        "DL_LIVE_URL=''",
+        "DL_LIVE_SUMS_URL=''",
+        "DL_LUKS='0'",
+    ]
     assert "secret" not in node["boot_script"]
+
+
+# sha256("lab/<node>")[:32], computed once by hand (sha256sum) so the test does not restate the code
+MACHINE_IDS = {
+    "node001": "ffa0e77400eaf9b3cebef95918be7848",
+    "node002": "f7075904a377f670e9015f5e912deb75",
+    "node003": "94c63c23efab50e049a877b7c18c0af4",
+    "node004": "6a87e0f03acb97707300e24fc37218fe",
+}
+KERNEL_ARGS = ["ip=10.77.0.{index}::10.77.0.1:255.255.255.0:{node}::off", "BOOTIF=01-52-54-00-00-01-0{last}", "boot=diskless",
+               "ro", "diskless.node={node}"]
+
+
+def expected_kernel_args(node):
+    index = int(node[-3:])
+    return [a.format(index=100 + index, node=node, last=index) for a in KERNEL_ARGS]
+
+
+def conf_lines(text):
+    """The DL_* lines of a node.conf as {name: value}; fails on anything that is not NAME='value'."""
+    out = {}
+    for line in text.splitlines()[1:]:
+        name, value = line.split("=", 1)
+        assert value.startswith("'") and value.endswith("'"), line
+        out[name] = value[1:-1]
+    return out
+
+
+LIVE = {"node004": {"group": "compute", "vars": {"node_mac": "52:54:00:00:01:04", "node_root": "live"}}}
+CONTRACT_VARS = ["DL_NODE", "DL_HOSTNAME", "DL_ROOT_MODE", "DL_MACHINE_ID", "DL_INITIATOR", "DL_CHAP_USER", "DL_CHAP_SECRET",
+                 "DL_MUTUAL_USER", "DL_MUTUAL_SECRET", "DL_PATHS", "DL_ISCSI_REPLACEMENT_TIMEOUT", "DL_ISCSI_NOOP_INTERVAL",
+                 "DL_ISCSI_NOOP_TIMEOUT", "DL_PATH_WAIT", "DL_MD_NAME", "DL_OVERLAY", "DL_OVERLAY_SIZE", "DL_LIVE_URL",
+                 "DL_LIVE_SUMS_URL", "DL_LUKS"]
+
+
+def test_every_mode_has_the_contract_kernel_args_and_every_conf_variable():
+    plan = plan_of(hosts=LIVE)
+    for name, node in plan["nodes"].items():
+        assert node["kernel_args"] == expected_kernel_args(name)
+        assert not [a for a in node["kernel_args"] if a.startswith(("root=", "overlayroot="))]
+        assert list(conf_lines(node["initramfs_conf"])) == CONTRACT_VARS, name
+        assert "ISCSI_" not in node["initramfs_conf"].replace("DL_ISCSI_", "")
+        assert "/etc/diskless/node.conf mode=600" in node["boot_script"]
+        assert node["machine_id"] == MACHINE_IDS[name]
+
+
+def test_mirror_node_conf():
+    node = plan_of()["nodes"]["node002"]
+    assert conf_lines(node["initramfs_conf"]) == {
+        "DL_NODE": "node002", "DL_HOSTNAME": "node002", "DL_ROOT_MODE": "mirror", "DL_MACHINE_ID": MACHINE_IDS["node002"],
+        "DL_INITIATOR": "iqn.2026-11.org.example.lab:node002", "DL_CHAP_USER": "node002", "DL_CHAP_SECRET": "node002-secret-a",
+        "DL_MUTUAL_USER": "lab-storage", "DL_MUTUAL_SECRET": "node002-mutual-a",
+        "DL_PATHS": "iqn.2026-11.org.example.lab:sch1.node002-root,10.77.0.11,3260,0 "
+                    "iqn.2026-11.org.example.lab:sch2.node002-root,10.77.0.12,3260,0",
+        "DL_ISCSI_REPLACEMENT_TIMEOUT": "5", "DL_ISCSI_NOOP_INTERVAL": "5", "DL_ISCSI_NOOP_TIMEOUT": "5",
+        "DL_PATH_WAIT": "30", "DL_MD_NAME": "dlroot", "DL_OVERLAY": "", "DL_OVERLAY_SIZE": "",
+        "DL_LIVE_URL": "", "DL_LIVE_SUMS_URL": "", "DL_LUKS": "0",
+    }
+
+
+def test_image_node_conf():
+    node = plan_of(hosts={"node003": {"node_overlay": "zram", "node_overlay_size": "25%", "node_path_wait": 10,
+                                      "node_iscsi_replacement_timeout": 15}})["nodes"]["node003"]
+    assert conf_lines(node["initramfs_conf"]) == {
+        "DL_NODE": "node003", "DL_HOSTNAME": "node003", "DL_ROOT_MODE": "image", "DL_MACHINE_ID": MACHINE_IDS["node003"],
+        "DL_INITIATOR": "iqn.2026-11.org.example.lab:node003", "DL_CHAP_USER": "node003", "DL_CHAP_SECRET": "node003-secret-a",
+        "DL_MUTUAL_USER": "lab-storage", "DL_MUTUAL_SECRET": "node003-mutual-a",
+        "DL_PATHS": "iqn.2026-11.org.example.lab:shared.debian12-v1,10.77.0.11,3260,0 "
+                    "iqn.2026-11.org.example.lab:shared.debian12-v1,10.77.0.12,3260,0",
+        "DL_ISCSI_REPLACEMENT_TIMEOUT": "15", "DL_ISCSI_NOOP_INTERVAL": "5", "DL_ISCSI_NOOP_TIMEOUT": "5",
+        "DL_PATH_WAIT": "10", "DL_MD_NAME": "", "DL_OVERLAY": "zram", "DL_OVERLAY_SIZE": "25%",
+        "DL_LIVE_URL": "", "DL_LIVE_SUMS_URL": "", "DL_LUKS": "0",
+    }
+    default = plan_of()["nodes"]["node003"]
+    assert (default["overlay"], default["overlay_size"], default["path_wait"], default["iscsi_replacement_timeout"]) == \
+        ("tmpfs", "50%", 30, 5)
+
+
+def test_live_node_conf():
+    plan = plan_of(hosts=LIVE, cluster={"cluster_http_port": 8080})
+    node = plan["nodes"]["node004"]
+    assert node["initramfs_conf"].splitlines() == [
+        "# diskless.cluster: boot settings of node004 (root live). SECRET: served only to 10.77.0.104; read by the initramfs.",
+        "DL_NODE='node004'",
+        "DL_HOSTNAME='node004'",
+        "DL_ROOT_MODE='live'",
+        "DL_MACHINE_ID='%s'" % MACHINE_IDS["node004"],
+        "DL_INITIATOR=''",
+        "DL_CHAP_USER=''",
+        "DL_CHAP_SECRET=''",
+        "DL_MUTUAL_USER=''",
+        "DL_MUTUAL_SECRET=''",
+        "DL_PATHS=''",
+        "DL_ISCSI_REPLACEMENT_TIMEOUT=''",
+        "DL_ISCSI_NOOP_INTERVAL=''",
+        "DL_ISCSI_NOOP_TIMEOUT=''",
+        "DL_PATH_WAIT=''",
+        "DL_MD_NAME=''",
+        "DL_OVERLAY='tmpfs'",
+        "DL_OVERLAY_SIZE='50%'",
+        "DL_LIVE_URL='http://10.77.0.2:8080/images/debian12/1/root.squashfs'",
+        "DL_LIVE_SUMS_URL='http://10.77.0.2:8080/images/debian12/1/SHA256SUMS'",
+        "DL_LUKS='0'",
+    ]
+    assert node["kernel_args"] == expected_kernel_args("node004")
+    assert (node["paths"], node["initiator_iqn"], node["chap_secret"], node["root_size_bytes"]) == ([], None, None, None)
+    assert plan["images"]["debian12"]["live"] is True
+
+
+def test_live_node_needs_no_chap_entry_and_no_storage_host():
+    # node004 has no entry in cluster_chap_secrets (the base inventory's are for node001-003)
+    plan = plan_of(hosts=LIVE)
+    assert "node004" in plan["nodes"] and "node004" not in json.dumps(plan["storage"])
+    # a cluster of live nodes only: no storage host, none demanded
+    alone = plan_of(hosts=dict(LIVE, node001=None, node002=None, node003=None, sch1=None, sch2=None),
+                    cluster={"cluster_chap_secrets": None})
+    assert sorted(alone["nodes"]) == ["node004"] and alone["storage"] == {}
+    assert alone["images"]["debian12"]["live"] is True
+    # ...but an iSCSI root still needs one
+    with pytest.raises(PlanError) as info:
+        plan_of(hosts=LIVE, groups={"storage": []})
+    assert info.value.errors == ["all: groups: compute nodes with an iSCSI root (iscsi, mirror, image) need at least one "
+                                 "host in group 'storage'"]
+
+
+def test_live_node_with_luks_takes_only_the_luks_key():
+    live = {"node004": {"group": "compute", "vars": {"node_mac": "52:54:00:00:01:04", "node_root": "live", "node_luks": True,
+                                                     "node_luks_key": "0123456789abcdef-key"}}}
+    node = plan_of(hosts=live)["nodes"]["node004"]
+    conf = conf_lines(node["initramfs_conf"])
+    assert (conf["DL_LUKS"], conf["DL_LUKS_KEY"], conf["DL_CHAP_SECRET"]) == ("1", "0123456789abcdef-key", "")
+
+
+def test_timeouts_from_extra_vars_strings_are_numbers():
+    as_text = plan_of(hosts={"node002": {"node_iscsi_replacement_timeout": "7", "node_path_wait": "0"}})
+    as_int = plan_of(hosts={"node002": {"node_iscsi_replacement_timeout": 7, "node_path_wait": 0}})
+    assert as_text == as_int
+    assert as_int["nodes"]["node002"]["iscsi_replacement_timeout"] == 7 and as_int["nodes"]["node002"]["path_wait"] == 0
 
 
 def test_mirror_halves_on_two_hosts_and_image_on_all():
@@ -124,14 +281,11 @@ def test_mirror_halves_on_two_hosts_and_image_on_all():
     mirror = plan["nodes"]["node002"]["paths"]
     assert sorted(p["storage_host"] for p in mirror) == ["sch1", "sch2"]
     assert {p["volume"] for p in mirror} == {"tank/nodes/node002-root"}
-    assert plan["nodes"]["node002"]["kernel_args"][2] == "root=/dev/md/dlroot"
     image = plan["nodes"]["node003"]
     assert [(p["storage_host"], p["target_iqn"], p["readonly"]) for p in image["paths"]] == [
         ("sch1", "iqn.2026-11.org.example.lab:shared.debian12-v1", True),
         ("sch2", "iqn.2026-11.org.example.lab:shared.debian12-v1", True),
     ]
-    assert "ISCSI_TARGET_IP='10.77.0.11 10.77.0.12'" in image["initramfs_conf"]
-    assert "overlayroot=tmpfs" in image["kernel_args"]
     assert image["root_size_bytes"] is None
 
 
@@ -258,7 +412,7 @@ def test_placement_is_balanced():
 
 
 # --------------------------------------------------------------------------------------------- stability
-MODES = ("iscsi", "mirror", "image")
+MODES = ("iscsi", "mirror", "image", "live")
 
 
 @st.composite
@@ -270,7 +424,7 @@ def clusters(draw):
     for index in indices:
         node = {"name": "n%03d" % index, "mode": draw(st.sampled_from(MODES)),
                 "mac": "52:54:00:%02x:%02x:%02x" % (index // 65536, index // 256 % 256, index % 256)}
-        if draw(st.booleans()) and node["mode"] != "image":
+        if draw(st.booleans()) and node["mode"] in ("iscsi", "mirror"):
             node["size"] = draw(st.sampled_from(["2G", "3G", "8G"]))
         nodes.append(node)
     nodes = draw(st.permutations(nodes))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from pathlib import Path
 
 import pytest
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
@@ -48,6 +49,20 @@ def plans():
                                                "node002": {"node_storage": ["sch2", "sch1"]}})), \
         {"volblocksize": "", "golden_properties": {"compression": "zstd"}, "node_properties": {"sync": "always"},
          "golden_snapshot": "false", "golden_readonly": "no"}
+    yield "live", build_plan(*live_inventory()), None
+
+
+# the base inventory (iscsi node001, mirror node002, image node003) plus two live nodes, one of them on a second
+# image that no iSCSI node uses, with a LUKS key and no CHAP entry
+def live_inventory():
+    images = dict(BASE_CLUSTER["cluster_images"], bookworm={"version": "2", "size": "3G"})
+    secrets = dict(BASE_CLUSTER["cluster_chap_secrets"], node005={"luks_key": "node005-luks-key-0123"})
+    return inventory(cluster={"cluster_images": images, "cluster_default_image": "debian12", "cluster_chap_secrets": secrets},
+                     hosts={"node003": {"node_overlay": "zram"},
+                            "node004": {"group": "compute", "vars": {"node_mac": "52:54:00:00:01:04", "node_root": "live"}},
+                            "node005": {"group": "compute", "vars": {"node_mac": "52:54:00:00:01:05", "node_root": "live",
+                                                                     "node_image": "bookworm", "node_luks": True,
+                                                                     "node_overlay_size": "30%"}}})
 
 
 @pytest.mark.parametrize("name, plan, defaults", list(plans()), ids=lambda x: x if isinstance(x, str) else "")
@@ -85,9 +100,11 @@ def test_storage_volumes_follow_the_role_settings():
         host_slice(plan, "sch1", {"blocksize": "8K"})
 
 
-def test_a_slice_holds_nothing_of_another_host():
-    plan = build_plan(*inventory())
-    secrets = {(n, k): v for n, e in BASE_CLUSTER["cluster_chap_secrets"].items() for k, v in e.items()}
+@pytest.mark.parametrize("inv", [inventory, live_inventory], ids=["base", "live"])
+def test_a_slice_holds_nothing_of_another_host(inv):
+    cluster, hostvars, groups = inv()
+    plan = build_plan(cluster, hostvars, groups)
+    secrets = {(n, k): v for n, e in cluster["cluster_chap_secrets"].items() for k, v in e.items()}
     for node in plan["nodes"]:
         text = json.dumps(host_slice(plan, node))
         assert not [k for k, v in secrets.items() if v in text], node          # a node: no secret at all
@@ -113,3 +130,49 @@ def test_partners_are_the_hosts_holding_the_other_paths():
 def test_a_host_outside_the_groups_has_no_slice():
     with pytest.raises(SliceError, match="in none of the groups"):
         host_slice(build_plan(*inventory()), "localhost")
+
+
+def test_live_nodes_are_in_no_storage_slice_and_nobodys_partner():
+    plan = build_plan(*live_inventory())
+    for host in plan["storage"]:
+        part = host_slice(plan, host)
+        text = json.dumps(part)
+        assert "node004" not in text and "node005" not in text and "bookworm" not in text
+        assert all(n not in ("node004", "node005") for p in part["partners"] for n in p["nodes"])
+    assert storage_partners(plan, "sch1") == storage_partners(build_plan(*inventory()), "sch1")
+
+
+def test_provisioning_publishes_root_squashfs_only_for_live_images():
+    plan = build_plan(*live_inventory())
+    images = {i["name"]: i for i in host_slice(plan, "ips1")["images"]}
+    assert images == {
+        "bookworm": {"name": "bookworm", "version": "2", "http_path": "/images/bookworm/2", "bundle": "bookworm/2", "live": True},
+        "debian12": {"name": "debian12", "version": "1", "http_path": "/images/debian12/1", "bundle": "debian12/1", "live": True},
+    }
+    plain = {i["name"]: i["live"] for i in host_slice(build_plan(*inventory()), "ips1")["images"]}
+    assert plain == {"debian12": False}
+    # the provisioning_host role's loop: the bundle files of every image, root.squashfs of the live ones
+    tasks = (Path(__file__).resolve().parents[4] / "roles/provisioning_host/tasks/main.yml").read_text()
+    assert "slice.images | selectattr('live') | product(['root.squashfs'])" in tasks
+
+
+@pytest.mark.parametrize("node, expected", [
+    ("node001", {"root": "iscsi", "iscsi_replacement_timeout": 86400, "path_wait": 0, "md_name": None, "overlay": None,
+                 "overlay_size": None, "live_url": None}),
+    ("node002", {"root": "mirror", "iscsi_replacement_timeout": 5, "path_wait": 30, "md_name": "dlroot", "overlay": None,
+                 "overlay_size": None, "live_url": None}),
+    ("node003", {"root": "image", "iscsi_replacement_timeout": 5, "path_wait": 30, "md_name": None, "overlay": "zram",
+                 "overlay_size": "50%", "live_url": None}),
+    ("node005", {"root": "live", "iscsi_replacement_timeout": None, "path_wait": None, "md_name": None, "overlay": "tmpfs",
+                 "overlay_size": "30%", "live_url": "http://10.77.0.2/images/bookworm/2/root.squashfs"}),
+])
+def test_a_nodes_slice_has_its_boot_settings_and_no_secret(node, expected):
+    plan = build_plan(*live_inventory())
+    part = host_slice(plan, node)
+    assert {k: part[k] for k in expected} == expected
+    assert part["machine_id"] == plan["nodes"][node]["machine_id"] and len(part["machine_id"]) == 32
+    text = json.dumps(part)
+    for secret in ("secret-a", "mutual-a", "luks-key"):
+        assert secret not in text, (node, secret)
+    if node == "node005":
+        assert (part["paths"], part["initiator_iqn"], part["luks"]) == ([], None, True)
