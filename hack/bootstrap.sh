@@ -7,7 +7,7 @@ source "$(dirname "$0")/env.sh"
 
 APT_PACKAGES=(
   podman runc uidmap mmdebstrap qemu-system-x86 qemu-utils dnsmasq-base grub-common ipxe
-  zstd git make curl ca-certificates iproute2 e2fsprogs tftp-hpa isc-dhcp-client openssh-client
+  zstd squashfs-tools git make curl ca-certificates iproute2 e2fsprogs tftp-hpa isc-dhcp-client openssh-client
   python3-venv shellcheck
 )
 missing=()

@@ -17,14 +17,19 @@ import os
 import shlex
 
 # Bump when the build logic changes what ends up in a bundle (files written, checks, layout).
-RECIPE_FORMAT = 2
+RECIPE_FORMAT = 3
 
-BUNDLE_FILES = ("vmlinuz", "initrd.img", "root.img", "packages.txt", "manifest.json")
+# The tail of root.img that its ext4 leaves free: md metadata 1.0 (superblock + internal bitmap, at the END of
+# each leg) of a `mirror` node fits there, so both legs stay thin clones of the golden image.
+MD_TAIL_BYTES = 4 * 1024 * 1024
+FS_BLOCK_SIZE = 4096
+
+BUNDLE_FILES = ("vmlinuz", "initrd.img", "root.img", "root.squashfs", "packages.txt", "manifest.json")
 
 # Packages of every compute-node image (minbase + these, no Recommends).
 BASE_PACKAGES = (
     "linux-image-amd64", "systemd-sysv", "udev", "dbus", "initramfs-tools", "zstd", "kmod",
-    "open-iscsi",
+    "open-iscsi", "mdadm", "multipath-tools", "dmsetup", "busybox",
     "openssh-server", "python3",
     "iproute2", "procps", "chrony", "rsyslog",
     "e2fsprogs", "util-linux", "netbase",
@@ -58,100 +63,60 @@ APT_OPTIONS = (
     'APT::Install-Suggests "false"',
 )
 
-# Modules the initramfs needs besides MODULES=netboot (base filesystems + every network driver) and what
-# open-iscsi's hook adds (iscsi_tcp, libiscsi, scsi_transport_iscsi, iscsi_ibft, crc32c):
+# Modules the initramfs needs besides MODULES=netboot (base filesystems + every network driver), open-iscsi's
+# hook and the node files' hook (hooks/diskless: iSCSI, md raid1, dm-multipath, overlay, squashfs, loop, zram):
 # the SCSI disk driver for the LUN and the virtio block/SCSI drivers for local disks and the lab.
 INITRAMFS_MODULES = ("sd_mod", "virtio_blk", "virtio_scsi", "virtio_net", "af_packet")
 
 # What the built initramfs must contain (suffix match on the archive paths).
 INITRAMFS_REQUIRED = (
-    "scripts/local-top/iscsi",
+    "scripts/diskless",
     "sbin/iscsistart",
-    "/iscsi_tcp.ko",
-    "/sd_mod.ko",
-    "/virtio_net.ko",
-    "/virtio_blk.ko",
-    "/ext4.ko",
+    "sbin/mdadm",
+    "sbin/dmsetup",
+    "sbin/mkfs.ext4",
+    "bin/busybox",
+    "bin/wget",
+    "bin/sha256sum",
+    "etc/mdadm/mdadm.conf",
 )
-INITRAMFS_SOURCE_LINE = ". /etc/iscsi.initramfs"
+# Kernel modules it must carry (as .ko, or listed in modules.builtin when the kernel has them built in).
+INITRAMFS_REQUIRED_MODULES = (
+    "iscsi_tcp", "sd_mod", "virtio_net", "virtio_blk", "ext4", "md-mod", "raid1", "dm-multipath",
+    "dm-service-time", "overlay", "squashfs", "loop", "zram",
+)
+# The node's own file, injected by iPXE at boot: an initramfs never carries one.
+INITRAMFS_NODE_CONF = "etc/diskless/node.conf"
 
 INITIATORNAME_PLACEHOLDER = (
-    "## diskless.cluster: intentionally empty. A node's initiator name comes from ISCSI_INITIATOR in the\n"
-    "## /etc/iscsi.initramfs that iPXE injects into the initramfs; diskless-initiatorname.service copies the\n"
+    "## diskless.cluster: intentionally empty. A node's initiator name comes from DL_INITIATOR in the\n"
+    "## /etc/diskless/node.conf that iPXE injects into the initramfs; diskless-initiatorname.service copies the\n"
     "## name of the root session here at boot. No image carries a fixed IQN.\n"
     "InitiatorName=\n"
 )
 
-INITIATORNAME_SCRIPT = r"""#!/bin/sh
-# diskless.cluster: write the initiator name of the iSCSI root session (set by the initramfs from the
-# per-node /etc/iscsi.initramfs) into /etc/iscsi/initiatorname.iscsi, so iscsid uses the node's own IQN.
-set -eu
-for f in /sys/class/iscsi_session/session*/initiatorname; do
-    [ -r "$f" ] || continue
-    name=$(cat "$f")
-    [ -n "$name" ] || continue
-    printf '## diskless.cluster: from the iSCSI root session at boot\nInitiatorName=%s\n' "$name" \
-        > /etc/iscsi/initiatorname.iscsi.new
-    mv /etc/iscsi/initiatorname.iscsi.new /etc/iscsi/initiatorname.iscsi
-    exit 0
-done
-echo "diskless-initiatorname: no iSCSI session (local root?); initiator name left as is"
-"""
-
-INITIATORNAME_UNIT = """[Unit]
-Description=diskless.cluster: initiator name from the iSCSI root session
-DefaultDependencies=no
-After=systemd-remount-fs.service
-Before=iscsid.socket iscsid.service open-iscsi.service sysinit.target
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/usr/lib/diskless-cluster/initiatorname
-
-[Install]
-WantedBy=sysinit.target
-"""
-
-SSH_HOSTKEYS_DROPIN = """# diskless.cluster: the image carries no host keys; every node makes its own on first boot.
-[Service]
-ExecStartPre=
-ExecStartPre=/usr/lib/diskless-cluster/ssh-hostkeys
-ExecStartPre=/usr/sbin/sshd -t
-"""
-
-# ed25519 + ecdsa only: an RSA key costs ~1 min of a node's first boot under emulation (and seconds on metal).
-SSH_HOSTKEYS_SCRIPT = """#!/bin/sh
-# diskless.cluster: make this node's SSH host keys if it has none (the image carries none).
-set -eu
-for t in ed25519 ecdsa; do
-    [ -s /etc/ssh/ssh_host_${t}_key ] || ssh-keygen -q -t "$t" -N '' -f /etc/ssh/ssh_host_${t}_key
-done
-"""
-
-SSHD_CONF = """# diskless.cluster: root by SSH key only; host keys made per node at first boot.
-HostKey /etc/ssh/ssh_host_ed25519_key
-HostKey /etc/ssh/ssh_host_ecdsa_key
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UseDNS no
-"""
-
-NETWORK_README = """diskless.cluster compute image: NOTHING here configures the boot NIC, on purpose.
-
-The initramfs sets the node's address from the kernel argument ip=... (BOOTIF= picks the NIC) and
-logs into the iSCSI root over it. Any network manager that "brings up" that link after switch_root
-(ifupdown, systemd-networkd, NetworkManager) may flush the address and the root disk with it.
-ifupdown/NetworkManager are not installed; systemd-networkd is masked. To manage OTHER NICs, unmask
-networkd and match only those links (never the boot NIC), or use KeepConfiguration=yes.
-"""
+# The booted node's scripts, units and configuration are real files: roles/image_builder/files/node/ (a tree
+# mirroring the image's paths, given to image_bundle as node_files). Here only what depends on the
+# inventory (fstab label, SSH keys) and the symlinks that enable or mask units.
+ENABLED_UNITS = (
+    ("sysinit.target.wants", "diskless-initiatorname.service", "/etc/systemd/system/diskless-initiatorname.service"),
+    # the daemon must run (not only its socket): it adopts the initramfs' sessions and re-logs in after an outage
+    ("sysinit.target.wants", "iscsid.service", "/lib/systemd/system/iscsid.service"),
+    ("multi-user.target.wants", "diskless-iscsi-timeouts.service", "/etc/systemd/system/diskless-iscsi-timeouts.service"),
+    ("timers.target.wants", "diskless-md-readd.timer", "/etc/systemd/system/diskless-md-readd.timer"),
+)
 
 # Units masked in every image (symlink to /dev/null).
 MASKED_UNITS = (
     "systemd-networkd.service", "systemd-networkd.socket", "systemd-networkd-wait-online.service",
     "apt-daily.timer", "apt-daily-upgrade.timer",
+    # a monthly full read of both legs of every node's mirror, all at once, over iSCSI: not on compute nodes
+    "mdcheck_start.timer", "mdcheck_continue.timer",
 )
+
+# Top-level directories a node files tree may hold: tar (mmdebstrap sync-in) would replace the usr-merge
+# symlinks /bin /sbin /lib by directories.
+NODE_FILES_TOPLEVEL = ("etc", "usr")
 
 
 def packages(extra=()):
@@ -187,31 +152,62 @@ def pre_files():
 
 
 def post_files(label, authorized_keys):
-    """Files written into the root after every package is installed.
+    """Files written into the root after every package is installed (and the node files synced in).
 
     path -> (mode, content); content None = directory; mode None = symlink with content as target.
     """
     files = {
-        "/etc/fstab": (0o644, "# diskless.cluster: the root comes from the initramfs (iSCSI LUN or md/LUKS on it)\n"
+        "/etc/fstab": (0o644, "# diskless.cluster: the root comes from the initramfs (iSCSI LUN, md on two LUNs, or a RAM\n"
+                              "# overlay over the golden LUN / root.squashfs); systemd remounts it with these options\n"
                               "LABEL=%s / ext4 defaults,noatime 0 1\n" % label),
         "/etc/hosts": (0o644, "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"),
-        "/etc/ssh/sshd_config.d/50-diskless-cluster.conf": (0o644, SSHD_CONF),
-        "/etc/systemd/system/ssh.service.d": (0o755, None),
-        "/etc/systemd/system/ssh.service.d/50-diskless-hostkeys.conf": (0o644, SSH_HOSTKEYS_DROPIN),
-        "/usr/lib/diskless-cluster": (0o755, None),
-        "/usr/lib/diskless-cluster/initiatorname": (0o755, INITIATORNAME_SCRIPT),
-        "/usr/lib/diskless-cluster/ssh-hostkeys": (0o755, SSH_HOSTKEYS_SCRIPT),
-        "/usr/lib/diskless-cluster/README.network": (0o644, NETWORK_README),
-        "/etc/systemd/system/diskless-initiatorname.service": (0o644, INITIATORNAME_UNIT),
-        "/etc/systemd/system/sysinit.target.wants": (0o755, None),
-        "/etc/systemd/system/sysinit.target.wants/diskless-initiatorname.service": (
-            None, "/etc/systemd/system/diskless-initiatorname.service"),
         "/root/.ssh": (0o700, None),
         "/root/.ssh/authorized_keys": (0o600, "".join(k.strip() + "\n" for k in authorized_keys if k.strip())),
     }
+    for target, unit, path in ENABLED_UNITS:
+        files["/etc/systemd/system/%s" % target] = (0o755, None)
+        files["/etc/systemd/system/%s/%s" % (target, unit)] = (None, path)
     for unit in MASKED_UNITS:
         files["/etc/systemd/system/%s" % unit] = (None, "/dev/null")
     return files
+
+
+def node_files_manifest(root):
+    """[relative path, mode, sha256] of every file of a node files tree, sorted (modes as node_files_stage
+    makes them: 0755 when the owner may execute, else 0644). Raises ValueError on anything but regular files
+    and directories below etc/ and usr/."""
+    rows = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            full = os.path.join(dirpath, name)
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            if rel.split(os.sep)[0] not in NODE_FILES_TOPLEVEL:
+                raise ValueError("node files: %s is not below %s" % (rel, " or ".join(NODE_FILES_TOPLEVEL)))
+            if os.path.islink(full) or not os.path.isfile(full):
+                raise ValueError("node files: %s is not a regular file (symlinks: post_files)" % rel)
+            mode = 0o755 if os.stat(full).st_mode & 0o100 else 0o644
+            rows.append([rel, "%04o" % mode, file_sha256(full)])
+    return sorted(rows)
+
+
+def node_files_stage(src, dest):
+    """Copy the node files tree to dest with the modes of node_files_manifest (directories 0755), whatever the
+    checkout's umask made of them: what mmdebstrap syncs into the root is exactly what the recipe hashed."""
+    for row in node_files_manifest(src):
+        rel, mode = row[0], int(row[1], 8)
+        parts = rel.split(os.sep)
+        for k in range(1, len(parts)):
+            d = os.path.join(dest, *parts[:k])
+            if not os.path.isdir(d):
+                os.mkdir(d)
+            os.chmod(d, 0o755)
+        target = os.path.join(dest, rel)
+        with open(os.path.join(src, rel), "rb") as fin, open(target, "wb") as fout:
+            fout.write(fin.read())
+        os.chmod(target, mode)
+    os.chmod(dest, 0o755)
 
 
 # Removed from the root after the build: per-machine identity must be made on each node.
@@ -220,7 +216,7 @@ REMOVE_PATHS = (
     "/etc/ssh/ssh_host_rsa_key", "/etc/ssh/ssh_host_rsa_key.pub",
     "/etc/ssh/ssh_host_ecdsa_key", "/etc/ssh/ssh_host_ecdsa_key.pub",
     "/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_ed25519_key.pub",
-    "/etc/iscsi/iscsi.initramfs",
+    "/etc/iscsi/iscsi.initramfs", "/etc/diskless/node.conf",
 )
 TRUNCATE_PATHS = ("/etc/machine-id",)
 
@@ -237,8 +233,9 @@ def dpkg_options():
 
 
 def recipe(suite, size_bytes, label, extra_packages=(), authorized_keys=(), variant="minbase",
-           components=("main",), arch="amd64"):
-    """The canonical recipe of an image: everything that changes its bytes (not the name/version/mirror)."""
+           components=("main",), arch="amd64", node_files=()):
+    """The canonical recipe of an image: everything that changes its bytes (not the name/version/mirror).
+    ``node_files``: node_files_manifest() of the node files tree."""
     return {
         "format": RECIPE_FORMAT,
         "suite": suite,
@@ -253,9 +250,16 @@ def recipe(suite, size_bytes, label, extra_packages=(), authorized_keys=(), vari
         "post_files": _files_for_hash(post_files(label, authorized_keys)),
         "remove": list(REMOVE_PATHS),
         "truncate": list(TRUNCATE_PATHS),
+        "node_files": [list(r) for r in node_files],
         "label": label,
         "size_bytes": int(size_bytes),
+        "fs_bytes": fs_bytes(size_bytes),
     }
+
+
+def fs_bytes(size_bytes):
+    """Size of root.img's ext4: the image size less the md tail, in whole file system blocks."""
+    return (int(size_bytes) - MD_TAIL_BYTES) // FS_BLOCK_SIZE * FS_BLOCK_SIZE
 
 
 def recipe_hash(rec):
@@ -286,18 +290,33 @@ def bootstrap_argv(mmdebstrap, suite, rootdir, mirror, variant, components, pack
     return argv
 
 
-def mmdebstrap_argv(mmdebstrap, rec, rootdir, mirror, pre_dir):
-    """argv of the one mmdebstrap run: directory output, root mode, minbase + packages, pre files synced in."""
+def mmdebstrap_argv(mmdebstrap, rec, rootdir, mirror, pre_dir, node_dir=None):
+    """argv of the one mmdebstrap run: directory output, root mode, minbase + packages, pre files synced in
+    after the Essential set; the node files (``node_dir``, staged by node_files_stage) synced in once every
+    package is installed, then the initramfs generated again -- the bundle's initrd is that one, with
+    hooks/diskless and scripts/diskless (an earlier run by a package trigger may predate mdadm & co)."""
+    hooks = [("essential", "sync-in %s /" % shlex.quote(pre_dir))]
+    if node_dir:
+        hooks += [("customize", "sync-in %s /" % shlex.quote(node_dir)),
+                  ("customize", 'chroot "$1" update-initramfs -u -k all')]
     return bootstrap_argv(mmdebstrap, rec["suite"], rootdir, mirror, rec["variant"], rec["components"],
                           rec["packages"], apt_options=rec["apt_options"], dpkg_options=rec["dpkg_options"],
-                          architecture=rec["architecture"],
-                          hooks=[("essential", "sync-in %s /" % shlex.quote(pre_dir))])
+                          architecture=rec["architecture"], hooks=hooks)
 
 
-def mkfs_argv(mkfs, label, rootdir, image, reserved_percent=1):
+def mkfs_argv(mkfs, label, rootdir, image, reserved_percent=1, fs_size=None):
     """argv of mkfs.ext4 populating an existing sparse file from the root directory (no loop device, no mount);
-    ``reserved_percent``: the blocks reserved for root (mke2fs -m; its own default is 5)."""
-    return [mkfs, "-q", "-F", "-t", "ext4", "-L", label, "-m", str(reserved_percent), "-d", rootdir, image]
+    ``reserved_percent``: the blocks reserved for root (mke2fs -m; its own default is 5); ``fs_size``: bytes of
+    the file system when smaller than the file (4 KiB blocks, the count as mke2fs' last argument)."""
+    argv = [mkfs, "-q", "-F", "-t", "ext4", "-L", label, "-m", str(reserved_percent)]
+    if fs_size is None:
+        return argv + ["-d", rootdir, image]
+    return argv + ["-b", str(FS_BLOCK_SIZE), "-d", rootdir, image, str(int(fs_size) // FS_BLOCK_SIZE)]
+
+
+def squashfs_argv(mksquashfs, rootdir, out):
+    """argv of mksquashfs: the same root tree as root.img, for `live` nodes (zstd, a fresh file)."""
+    return [mksquashfs, rootdir, out, "-comp", "zstd", "-noappend", "-no-progress", "-quiet"]
 
 
 def dpkg_query_argv(dpkg_query, rootdir):
@@ -464,20 +483,36 @@ def check_initramfs(entries):
     problems = []
     found = {}
     for want in INITRAMFS_REQUIRED:
-        hits = sorted(n for n in names if n.endswith(want) or n == want.lstrip("/"))
+        hits = sorted(n for n in names if n == want or n.endswith("/" + want))
         if hits:
             found[want] = hits[0]
         else:
             problems.append("initramfs lacks %s" % want)
+    builtin = set()
+    for n in names:
+        if n.endswith("/modules.builtin"):
+            for line in entries[n].decode("utf-8", "replace").splitlines():
+                builtin.add(os.path.basename(line.strip())[:-len(".ko")].replace("_", "-"))
+    for mod in INITRAMFS_REQUIRED_MODULES:
+        variants = {mod + ".ko", mod.replace("-", "_") + ".ko"}
+        hits = sorted(n for n in names if os.path.basename(n) in variants)
+        if hits:
+            found[mod] = hits[0]
+        elif mod.replace("_", "-") in builtin:
+            found[mod] = "(built in)"
+        else:
+            problems.append("initramfs lacks the module %s" % mod)
     script = None
     for n in names:
-        if n.endswith("scripts/local-top/iscsi"):
+        if n == "scripts/diskless" or n.endswith("/scripts/diskless"):
             script = entries[n].decode("utf-8", "replace")
-    sources = bool(script) and any(line.strip().startswith(INITRAMFS_SOURCE_LINE) or
-                                   ("&& " + INITRAMFS_SOURCE_LINE) in line for line in script.splitlines())
-    if script is not None and not sources:
-        problems.append("scripts/local-top/iscsi does not source /etc/iscsi.initramfs")
-    baked = [n for n in names if n.rstrip("/").endswith("etc/iscsi.initramfs")]
+    if script is not None and "mountroot()" not in script:
+        problems.append("scripts/diskless does not define mountroot()")
+    for n in names:
+        if n.endswith("etc/mdadm/mdadm.conf"):
+            if not any(line.strip() == "AUTO -all" for line in entries[n].decode("utf-8", "replace").splitlines()):
+                problems.append("initramfs mdadm.conf lacks 'AUTO -all' (md would auto-assemble)")
+    baked = [n for n in names if n.rstrip("/").endswith(INITRAMFS_NODE_CONF)]
     if baked:
         problems.append("initramfs carries a baked %s (must only come from iPXE)" % baked[0])
     iname = None
@@ -491,7 +526,7 @@ def check_initramfs(entries):
     facts = {
         "files": len(names),
         "found": found,
-        "sources_iscsi_initramfs": sources,
+        "boot_script": "scripts/diskless" if script is not None else "",
         "initiator_name_fallback": iname or "",
     }
     return facts, problems

@@ -12,16 +12,19 @@ short_description: Build one versioned compute-node image bundle (kernel, initrd
 version_added: 0.1.0
 description:
   - Builds B(one) compute-node image bundle on the build host into C(<output_dir>/<name>/<version>/) with
-    C(vmlinuz), C(initrd.img), C(root.img) (sparse ext4 made by C(mkfs.ext4 -d), label and size from the plan),
-    C(packages.txt) (C(name version) lines), C(manifest.json) and C(SHA256SUMS) (one line per file, the format
-    of C(sha256sum)).
+    C(vmlinuz), C(initrd.img), C(root.img) (sparse ext4 made by C(mkfs.ext4 -d), label and size from the plan;
+    the file system is 4 MiB smaller than the file, room for the md metadata 1.0 of a C(mirror) node),
+    C(root.squashfs) (the same tree, zstd, for C(live) nodes), C(packages.txt) (C(name version) lines),
+    C(manifest.json) and C(SHA256SUMS) (one line per file, the format of C(sha256sum)).
   - The root is a Debian O(suite) C(minbase) made by C(mmdebstrap) without Recommends, documentation, man pages
-    or locales, with the kernel, systemd, udev, initramfs-tools, open-iscsi, openssh-server, python3, iproute2,
-    procps, chrony, rsyslog, kmod and O(extra_packages).
-  - The initramfs is Debian's (initramfs-tools, C(MODULES=netboot) plus the SCSI disk and virtio drivers) with
-    open-iscsi's hook, whose C(local-top/iscsi) script reads the per-node C(/etc/iscsi.initramfs) that iPXE
-    injects at boot. The image carries B(no) initiator name, no C(/etc/iscsi/iscsi.initramfs), no SSH host
-    keys, no machine id and no host name. The build fails if the initramfs lacks any of these pieces.
+    or locales, with the kernel, systemd, udev, initramfs-tools, open-iscsi, mdadm, multipath-tools, dmsetup,
+    busybox, openssh-server, python3, iproute2, procps, chrony, rsyslog, kmod and O(extra_packages).
+  - O(node_files) (the collection's C(roles/image_builder/files/node/) tree) is synced into the root once every
+    package is installed, then the initramfs is generated again. Its C(hooks/diskless) and C(scripts/diskless)
+    (initramfs-tools C(boot=diskless)) log into the node's iSCSI paths and assemble the root of its mode
+    (C(iscsi), C(mirror), C(image), C(live)) from the per-node C(/etc/diskless/node.conf) that iPXE injects at
+    boot. The image carries B(no) initiator name, no C(/etc/diskless/node.conf), no SSH host keys, no machine
+    id and no host name. The build fails if the initramfs lacks any of these pieces.
   - Nothing in the image configures the boot NIC (no ifupdown, NetworkManager; systemd-networkd masked), so
     the address the initramfs set from the kernel argument C(ip=) is never flushed after C(switch_root).
   - Idempotent through a recipe hash (everything that changes the image bytes, not O(mirror)). A bundle with
@@ -31,7 +34,8 @@ description:
 author:
   - diskless.cluster developers (!UNKNOWN)
 requirements:
-  - mmdebstrap (1.x), e2fsprogs (mkfs.ext4 with C(-d)), dpkg-query and zstd on the build host, run as root.
+  - mmdebstrap (1.x), e2fsprogs (mkfs.ext4 with C(-d)), squashfs-tools (mksquashfs with zstd), dpkg-query and
+    zstd on the build host, run as root.
 extends_documentation_fragment:
   - diskless.cluster.attributes
 attributes:
@@ -92,6 +96,14 @@ options:
     type: list
     elements: str
     default: []
+  node_files:
+    description:
+      - Directory on the build host with the files of the booted node and of its initramfs, mirroring their
+        paths in the image (only below C(etc/) and C(usr/); regular files). The role copies the collection's
+        C(roles/image_builder/files/node/) there.
+      - Part of the recipe hash (relative path, mode - 0755 when executable, else 0644 - and sha256 of every file).
+    type: path
+    required: true
   force:
     description:
       - Rebuild and replace an existing bundle whose recipe differs (or is unreadable).
@@ -106,6 +118,7 @@ EXAMPLES = r"""
     version: "1"
     size_bytes: 2147483648
     label: dlroot
+    node_files: /var/tmp/diskless-node-files
     authorized_keys:
       - "{{ lookup('ansible.builtin.file', 'files/admin.pub') }}"
 
@@ -116,6 +129,7 @@ EXAMPLES = r"""
     size_bytes: "{{ item.size_bytes }}"
     label: "{{ item.label }}"
     output_dir: /srv/images
+    node_files: /var/tmp/diskless-node-files
     mirror: http://mirror.example.org/debian
     extra_packages: [mdadm, cryptsetup-initramfs]
   loop: "{{ cluster_plan.images | dict2items | map(attribute='value') }}"
@@ -194,11 +208,16 @@ class Builder:
             rootdir = os.path.join(work, "rootfs")
             pre_dir = os.path.join(work, "pre")
             stage = os.path.join(work, "bundle")
+            node_dir = os.path.join(work, "node")
             os.makedirs(pre_dir)
             os.makedirs(stage)
+            os.makedirs(node_dir)
             img.write_tree(pre_dir, img.pre_files())
+            img.node_files_stage(p["node_files"], node_dir)
+            if img.node_files_manifest(node_dir) != self.rec["node_files"]:
+                raise BuildError("node_files changed during the build (%s)" % p["node_files"])
             mmdebstrap = self.module.get_bin_path("mmdebstrap", required=True)
-            self.run(img.mmdebstrap_argv(mmdebstrap, self.rec, rootdir, p["mirror"], pre_dir), "mmdebstrap")
+            self.run(img.mmdebstrap_argv(mmdebstrap, self.rec, rootdir, p["mirror"], pre_dir, node_dir), "mmdebstrap")
             img.write_tree(rootdir, img.post_files(p["label"], p["authorized_keys"]))
             for path in img.REMOVE_PATHS:
                 full = os.path.join(rootdir, path.lstrip("/"))
@@ -220,10 +239,12 @@ class Builder:
             with open(root_img, "wb") as f:
                 f.truncate(self.rec["size_bytes"])
             mkfs = self.module.get_bin_path("mkfs.ext4", required=True)
-            self.run(img.mkfs_argv(mkfs, p["label"], rootdir, root_img), "mkfs.ext4")
+            self.run(img.mkfs_argv(mkfs, p["label"], rootdir, root_img, fs_size=self.rec["fs_bytes"]), "mkfs.ext4")
+            mksquashfs = self.module.get_bin_path("mksquashfs", required=True)
+            self.run(img.squashfs_argv(mksquashfs, rootdir, os.path.join(stage, "root.squashfs")), "mksquashfs")
             shutil.rmtree(rootdir)
             files, sums = {}, {}
-            for name in ("vmlinuz", "initrd.img", "root.img", "packages.txt"):
+            for name in ("vmlinuz", "initrd.img", "root.img", "root.squashfs", "packages.txt"):
                 path = os.path.join(stage, name)
                 st = os.stat(path)
                 sums[name] = img.file_sha256(path)
@@ -300,6 +321,7 @@ def main():
             mirror=dict(type="str", default="http://deb.debian.org/debian"),
             extra_packages=dict(type="list", elements="str", default=[]),
             authorized_keys=dict(type="list", elements="str", default=[], no_log=False),
+            node_files=dict(type="path", required=True),
             force=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
@@ -309,9 +331,17 @@ def main():
     if bad:
         module.fail_json(msg="extra_packages: %s would manage the boot NIC and flush the iSCSI root's address"
                          % ", ".join(bad))
-    if p["size_bytes"] <= 0:
-        module.fail_json(msg="size_bytes: must be positive")
-    rec = img.recipe(p["suite"], p["size_bytes"], p["label"], p["extra_packages"], p["authorized_keys"])
+    if p["size_bytes"] <= 2 * img.MD_TAIL_BYTES - 1:
+        module.fail_json(msg="size_bytes: must be at least %d (the file system leaves the last %d bytes to md)"
+                         % (2 * img.MD_TAIL_BYTES, img.MD_TAIL_BYTES))
+    if not os.path.isdir(p["node_files"]):
+        module.fail_json(msg="node_files: %s is not a directory" % p["node_files"])
+    try:
+        node_files = img.node_files_manifest(p["node_files"])
+    except (OSError, ValueError) as e:
+        module.fail_json(msg=str(e))
+    rec = img.recipe(p["suite"], p["size_bytes"], p["label"], p["extra_packages"], p["authorized_keys"],
+                     node_files=node_files)
     rec_hash = img.recipe_hash(rec)
     bundle_dir = os.path.join(p["output_dir"], p["name"], p["version"])
     result = dict(changed=False, bundle_dir=bundle_dir, recipe_hash=rec_hash, manifest={})

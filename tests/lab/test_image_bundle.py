@@ -74,7 +74,8 @@ def initramfs(bundle: Path, tmp_path_factory) -> dict:
 
 def test_bundle_layout_and_checksums(bundle: Path, manifest: dict) -> None:
     assert sorted(p.name for p in bundle.iterdir()) == [
-        "SHA256SUMS", "initrd.img", "manifest.json", "packages.txt", "root.img", "vmlinuz"]
+        "SHA256SUMS", "initrd.img", "manifest.json", "packages.txt", "root.img", "root.squashfs", "vmlinuz"]
+    assert (bundle / "root.squashfs").read_bytes()[:4] == b"hsqs"
     assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=bundle, check=False).returncode == 0
     assert manifest["name"] == bundle.parent.name and manifest["version"] == bundle.name
     assert re.fullmatch(r"[0-9a-f]{64}", manifest["recipe_hash"])
@@ -84,7 +85,8 @@ def test_bundle_layout_and_checksums(bundle: Path, manifest: dict) -> None:
     assert st.st_blocks * 512 < st.st_size, "root.img is not sparse"
     pkgs = dict(line.split(" ", 1) for line in (bundle / "packages.txt").read_text().splitlines())
     for p in ("linux-image-amd64", "systemd-sysv", "udev", "initramfs-tools", "open-iscsi", "openssh-server",
-              "python3", "iproute2", "procps", "chrony", "rsyslog", "kmod", "dbus"):
+              "python3", "iproute2", "procps", "chrony", "rsyslog", "kmod", "dbus", "mdadm", "multipath-tools",
+              "dmsetup", "busybox"):
         assert p in pkgs
     for p in ("ifupdown", "ifupdown2", "network-manager", "netplan.io", "isc-dhcp-client"):
         assert p not in pkgs
@@ -93,20 +95,19 @@ def test_bundle_layout_and_checksums(bundle: Path, manifest: dict) -> None:
         (bundle / "initrd.img").stat().st_size, (bundle / "vmlinuz").stat().st_size))
 
 
-def test_initramfs_logs_into_iscsi_with_the_injected_file(initramfs: dict) -> None:
+def test_initramfs_has_the_diskless_boot_path(initramfs: dict) -> None:
     names = list(initramfs)
-    assert "scripts/local-top/iscsi" in names
-    assert any(n.endswith("sbin/iscsistart") for n in names)
-    assert any(n.endswith("/iscsi_tcp.ko") for n in names)
-    script = initramfs["scripts/local-top/iscsi"].decode()
-    assert "[ -r /etc/iscsi.initramfs ] && . /etc/iscsi.initramfs" in script
-    # the injected ISCSI_INITIATOR wins; the image's own name is only read when it is empty
-    assert re.search(r'if \[ -z \$ISCSI_INITIATOR \]; then\s+\. /etc/initiatorname\.iscsi', script)
-    assert "etc/iscsi.initramfs" not in names, "a per-node file must come from iPXE, never from the image"
+    script = initramfs["scripts/diskless"].decode()
+    assert "mountroot()" in script and "/etc/diskless/node.conf" in script
+    for tool in ("sbin/iscsistart", "sbin/mdadm", "sbin/dmsetup", "sbin/mkfs.ext4", "bin/busybox", "bin/wget"):
+        assert any(n == tool or n.endswith("/" + tool) for n in names), tool
+    assert "AUTO -all" in initramfs["etc/mdadm/mdadm.conf"].decode()
+    assert not any(n.endswith("64-md-raid-assembly.rules") for n in names)
+    assert "etc/diskless/node.conf" not in names, "a per-node file must come from iPXE, never from the image"
     iname = initramfs["etc/initiatorname.iscsi"].decode()
     assert re.search(r"^InitiatorName=$", iname, re.M), iname
     facts, problems = img.check_initramfs(initramfs)
-    assert problems == []
+    assert problems == [], problems
     for mod in ("virtio_net.ko", "virtio_blk.ko", "sd_mod.ko", "e1000.ko", "e1000e.ko", "igb.ko"):
         assert any(n.endswith("/" + mod) for n in names), mod
 
@@ -119,6 +120,10 @@ def test_root_image_identity_and_network(bundle: Path, manifest: dict) -> None:
     if not shutil.which("debugfs"):
         pytest.skip("debugfs (e2fsprogs) not installed")
     root = bundle / "root.img"
+    stats = _debugfs(root, "stats")
+    blocks = int(re.search(r"^Block count:\s+(\d+)", stats, re.M).group(1))
+    bsize = int(re.search(r"^Block size:\s+(\d+)", stats, re.M).group(1))
+    assert blocks * bsize == manifest["size_bytes"] - img.MD_TAIL_BYTES, "the fs must leave the md tail free"
     fstab = _debugfs(root, "cat /etc/fstab")
     assert "LABEL=%s / ext4 defaults,noatime 0 1" % manifest["label"] in fstab
     etc = _debugfs(root, "ls -l /etc")

@@ -26,21 +26,41 @@ def newc(entries):
     return out
 
 
-LOCAL_TOP = (b"#!/bin/sh\nparse_iscsi_ops ()\n{\n\t[ -r /etc/iscsi.initramfs ] && . /etc/iscsi.initramfs\n}\n")
+BOOT_SCRIPT = b"# diskless\nmountroot() {\n\tdl_mountroot\n}\n"
+MODDIR = "usr/lib/modules/6.1.0-41-amd64/kernel/"
 GOOD = {
-    "scripts/local-top/iscsi": LOCAL_TOP,
+    "scripts/diskless": BOOT_SCRIPT,
     "usr/sbin/iscsistart": b"\x7fELF",
-    "usr/lib/modules/6.1.0-41-amd64/kernel/drivers/scsi/iscsi_tcp.ko": b"",
-    "usr/lib/modules/6.1.0-41-amd64/kernel/drivers/scsi/sd_mod.ko": b"",
-    "usr/lib/modules/6.1.0-41-amd64/kernel/drivers/net/virtio_net.ko": b"",
-    "usr/lib/modules/6.1.0-41-amd64/kernel/drivers/block/virtio_blk.ko": b"",
-    "usr/lib/modules/6.1.0-41-amd64/kernel/fs/ext4/ext4.ko": b"",
+    "usr/sbin/mdadm": b"\x7fELF",
+    "usr/sbin/dmsetup": b"\x7fELF",
+    "usr/sbin/mkfs.ext4": b"\x7fELF",
+    "usr/bin/busybox": b"\x7fELF",
+    "usr/bin/wget": b"\x7fELF",
+    "usr/bin/sha256sum": b"\x7fELF",
+    "etc/mdadm/mdadm.conf": b"# why\nAUTO -all\nHOMEHOST <none>\n",
+    MODDIR + "drivers/scsi/iscsi_tcp.ko": b"",
+    MODDIR + "drivers/scsi/sd_mod.ko": b"",
+    MODDIR + "drivers/net/virtio_net.ko": b"",
+    MODDIR + "drivers/block/virtio_blk.ko": b"",
+    MODDIR + "drivers/block/zram/zram.ko": b"",
+    MODDIR + "drivers/block/loop.ko": b"",
+    MODDIR + "fs/ext4/ext4.ko": b"",
+    MODDIR + "fs/overlayfs/overlay.ko": b"",
+    MODDIR + "fs/squashfs/squashfs.ko": b"",
+    MODDIR + "drivers/md/md-mod.ko": b"",
+    MODDIR + "drivers/md/raid1.ko": b"",
+    MODDIR + "drivers/md/dm-multipath.ko": b"",
+    MODDIR + "drivers/md/dm-service-time.ko": b"",
     "etc/initiatorname.iscsi": img.INITIATORNAME_PLACEHOLDER.encode(),
 }
 
 
+NODE_FILES = [["usr/share/initramfs-tools/scripts/diskless", "0644", "a" * 64]]
+
+
 def rec(**kw):
-    args = dict(suite="bookworm", size_bytes=2147483648, label="dlroot", extra_packages=[], authorized_keys=["ssh-ed25519 AAAA k"])
+    args = dict(suite="bookworm", size_bytes=2147483648, label="dlroot", extra_packages=[], authorized_keys=["ssh-ed25519 AAAA k"],
+                node_files=NODE_FILES)
     args.update(kw)
     return img.recipe(**args)
 
@@ -57,8 +77,11 @@ def test_recipe_hash_is_stable_and_pinned():
 
 
 @pytest.mark.parametrize("change", [
-    {"suite": "trixie"}, {"size_bytes": 4294967296}, {"label": "other"}, {"extra_packages": ["mdadm"]},
+    {"suite": "trixie"}, {"size_bytes": 4294967296}, {"label": "other"}, {"extra_packages": ["less"]},
     {"authorized_keys": ["ssh-ed25519 BBBB other"]}, {"variant": "essential"},
+    {"node_files": [["usr/share/initramfs-tools/scripts/diskless", "0644", "b" * 64]]},
+    {"node_files": [["usr/share/initramfs-tools/scripts/diskless", "0755", "a" * 64]]},
+    {"node_files": [["usr/share/initramfs-tools/scripts/other", "0644", "a" * 64]]},
 ])
 def test_recipe_hash_changes_with_every_input(change):
     assert img.recipe_hash(rec(**change)) != img.recipe_hash(rec())
@@ -73,7 +96,8 @@ def test_recipe_hash_changes_with_format(monkeypatch):
 def test_packages_have_the_required_set_and_no_network_manager():
     pkgs = img.packages(["mdadm"])
     for p in ("linux-image-amd64", "systemd-sysv", "udev", "initramfs-tools", "open-iscsi", "openssh-server",
-              "python3", "iproute2", "procps", "chrony", "rsyslog", "kmod", "mdadm"):
+              "python3", "iproute2", "procps", "chrony", "rsyslog", "kmod", "mdadm", "multipath-tools", "dmsetup",
+              "busybox"):
         assert p in pkgs
     assert pkgs == sorted(pkgs)
     assert img.forbidden(pkgs) == []
@@ -119,6 +143,14 @@ def test_mmdebstrap_argv_exact():
         "--essential-hook=sync-in /w/pre /",
         "bookworm", "/w/rootfs", "http://deb.debian.org/debian",
     ]
+    # with the node files: synced in after every package, then the initramfs made again (the bundle's initrd)
+    argv = img.mmdebstrap_argv("/usr/bin/mmdebstrap", r, "/w/rootfs", "http://deb.debian.org/debian", "/w/pre", "/w/node")
+    assert argv[-6:] == [
+        "--essential-hook=sync-in /w/pre /",
+        "--customize-hook=sync-in /w/node /",
+        '--customize-hook=chroot "$1" update-initramfs -u -k all',
+        "bookworm", "/w/rootfs", "http://deb.debian.org/debian",
+    ]
     # a path with a space is quoted inside the hook (mmdebstrap runs it through sh)
     assert img.mmdebstrap_argv("m", r, "/r", "u", "/w x/pre")[-4] == "--essential-hook=sync-in '/w x/pre' /"
 
@@ -136,6 +168,74 @@ def test_bootstrap_argv_is_the_one_mmdebstrap_command_line():
         '--customize-hook=chmod 0700 "$1/root/.ssh"', '--customize-hook=bash /h.sh "$1"',
         "bookworm", "/w/rootfs", "http://m/debian",
     ]
+
+
+def test_root_img_fs_leaves_the_md_tail_free():
+    r = rec()
+    assert r["fs_bytes"] == 2147483648 - 4 * 1024 * 1024 and r["fs_bytes"] % 4096 == 0
+    assert img.fs_bytes(8 * 1024 * 1024 + 1000) == 4 * 1024 * 1024
+    assert img.mkfs_argv("/sbin/mkfs.ext4", "dlroot", "/w/rootfs", "/w/root.img", fs_size=r["fs_bytes"]) == [
+        "/sbin/mkfs.ext4", "-q", "-F", "-t", "ext4", "-L", "dlroot", "-m", "1", "-b", "4096", "-d", "/w/rootfs",
+        "/w/root.img", str((2147483648 - 4 * 1024 * 1024) // 4096)]
+
+
+def test_squashfs_argv():
+    assert img.squashfs_argv("/usr/bin/mksquashfs", "/w/rootfs", "/w/bundle/root.squashfs") == [
+        "/usr/bin/mksquashfs", "/w/rootfs", "/w/bundle/root.squashfs", "-comp", "zstd", "-noappend", "-no-progress",
+        "-quiet"]
+
+
+def test_node_files_manifest_and_stage(tmp_path):
+    src = tmp_path / "node"
+    (src / "usr/lib/diskless-cluster").mkdir(parents=True)
+    (src / "etc").mkdir()
+    (src / "usr/lib/diskless-cluster/md-readd").write_text("#!/bin/sh\n")
+    (src / "usr/lib/diskless-cluster/md-readd").chmod(0o775)
+    (src / "etc/mdadm.conf").write_text("AUTO -all\n")
+    (src / "etc/mdadm.conf").chmod(0o664)
+    (src / "etc").chmod(0o775)
+    rows = img.node_files_manifest(str(src))
+    assert rows == [
+        ["etc/mdadm.conf", "0644", hashlib.sha256(b"AUTO -all\n").hexdigest()],
+        ["usr/lib/diskless-cluster/md-readd", "0755", hashlib.sha256(b"#!/bin/sh\n").hexdigest()],
+    ]
+    dest = tmp_path / "stage"
+    dest.mkdir()
+    img.node_files_stage(str(src), str(dest))
+    assert img.node_files_manifest(str(dest)) == rows
+    assert (dest / "etc").stat().st_mode & 0o777 == 0o755          # not the checkout's umask
+    assert (dest / "etc/mdadm.conf").stat().st_mode & 0o777 == 0o644
+    # the recipe hash covers the tree: content, mode and path
+    h = img.recipe_hash(rec(node_files=rows))
+    (src / "etc/mdadm.conf").write_text("AUTO +all\n")
+    assert img.recipe_hash(rec(node_files=img.node_files_manifest(str(src)))) != h
+    # only etc/ and usr/ (tar would replace the usr-merge symlinks), only regular files
+    (src / "lib").mkdir()
+    (src / "lib/x").write_text("")
+    with pytest.raises(ValueError, match="lib/x is not below etc or usr"):
+        img.node_files_manifest(str(src))
+    (src / "lib/x").unlink()
+    (src / "lib").rmdir()
+    (src / "etc/link").symlink_to("/dev/null")
+    with pytest.raises(ValueError, match="etc/link is not a regular file"):
+        img.node_files_manifest(str(src))
+
+
+def test_the_collection_node_files_tree():
+    """The real tree: what the boot path needs is there, and executable where it must be."""
+    import os
+    root = os.path.join(os.path.dirname(__file__), "../../../../roles/image_builder/files/node")
+    rows = {r[0]: r[1] for r in img.node_files_manifest(root)}
+    assert rows["usr/share/initramfs-tools/hooks/diskless"] == "0755"
+    assert rows["usr/share/initramfs-tools/scripts/diskless"] == "0644"
+    for prog in ("initiatorname", "ssh-hostkeys", "iscsi-timeouts", "md-readd"):
+        assert rows["usr/lib/diskless-cluster/" + prog] == "0755"
+    for unit in ("diskless-initiatorname.service", "diskless-iscsi-timeouts.service", "diskless-md-readd.service",
+                 "diskless-md-readd.timer", "iscsid.service.d/50-diskless.conf", "ssh.service.d/50-diskless-hostkeys.conf"):
+        assert "etc/systemd/system/" + unit in rows
+    assert "etc/mdadm/mdadm.conf" in rows and "etc/initramfs-tools/conf.d/diskless-busybox" in rows
+    for _target, unit, path in img.ENABLED_UNITS:
+        assert path.startswith("/lib/systemd/system/") or path.lstrip("/") in rows, unit
 
 
 def test_mkfs_argv_reserved_blocks():
@@ -185,9 +285,11 @@ def test_image_files_identity_and_network():
     assert post["/etc/fstab"][1].splitlines()[-1] == "LABEL=dlroot / ext4 defaults,noatime 0 1"
     assert post["/root/.ssh/authorized_keys"] == (0o600, "ssh-ed25519 AAAA k\n")
     assert post["/etc/systemd/system/systemd-networkd.service"] == (None, "/dev/null")
-    sshd = post["/etc/ssh/sshd_config.d/50-diskless-cluster.conf"][1]
-    assert "PasswordAuthentication no" in sshd and "PermitRootLogin prohibit-password" in sshd
-    assert "ssh-hostkeys" in post["/etc/systemd/system/ssh.service.d/50-diskless-hostkeys.conf"][1]
+    assert post["/etc/systemd/system/sysinit.target.wants/iscsid.service"] == (None, "/lib/systemd/system/iscsid.service")
+    assert post["/etc/systemd/system/timers.target.wants/diskless-md-readd.timer"] == (
+        None, "/etc/systemd/system/diskless-md-readd.timer")
+    assert post["/etc/systemd/system/mdcheck_start.timer"] == (None, "/dev/null")
+    assert "/etc/diskless/node.conf" in img.REMOVE_PATHS
     assert "/etc/hostname" in img.REMOVE_PATHS and "/etc/machine-id" in img.TRUNCATE_PATHS
 
 
@@ -212,7 +314,7 @@ def test_cpio_listing_of_early_plus_compressed_initramfs():
     entries = img.list_cpio(head)
     entries.update(img.list_cpio(img.gunzip(tail)))
     assert entries["kernel/x86/microcode/GenuineIntel.bin"] == b"ucode"
-    assert entries["scripts/local-top/iscsi"] == LOCAL_TOP
+    assert entries["scripts/diskless"] == BOOT_SCRIPT
     assert img.split_initramfs(b"\x28\xb5\x2f\xfd rest")[2] == "zstd"
     with pytest.raises(ValueError):
         img.split_initramfs(b"BZh9 not supported")
@@ -221,17 +323,34 @@ def test_cpio_listing_of_early_plus_compressed_initramfs():
 def test_check_initramfs_good():
     facts, problems = img.check_initramfs(GOOD)
     assert problems == []
-    assert facts["sources_iscsi_initramfs"] is True
-    assert facts["found"]["/iscsi_tcp.ko"].endswith("drivers/scsi/iscsi_tcp.ko")
+    assert facts["boot_script"] == "scripts/diskless"
+    assert facts["found"]["iscsi_tcp"].endswith("drivers/scsi/iscsi_tcp.ko")
+    assert facts["found"]["sbin/mdadm"] == "usr/sbin/mdadm"
+
+
+def test_check_initramfs_accepts_builtin_modules():
+    entries = dict(GOOD)
+    del entries[MODDIR + "fs/overlayfs/overlay.ko"]
+    del entries[MODDIR + "drivers/md/md-mod.ko"]
+    entries["usr/lib/modules/6.1.0-41-amd64/modules.builtin"] = b"kernel/fs/overlayfs/overlay.ko\nkernel/drivers/md/md-mod.ko\n"
+    facts, problems = img.check_initramfs(entries)
+    assert problems == [] and facts["found"]["overlay"] == "(built in)"
     assert facts["initiator_name_fallback"] == ""
 
 
 @pytest.mark.parametrize("mutate, problem", [
     (lambda e: e.pop("usr/sbin/iscsistart"), "initramfs lacks sbin/iscsistart"),
-    (lambda e: e.pop("usr/lib/modules/6.1.0-41-amd64/kernel/drivers/scsi/iscsi_tcp.ko"), "initramfs lacks /iscsi_tcp.ko"),
-    (lambda e: e.update({"scripts/local-top/iscsi": b"#!/bin/sh\necho no config\n"}),
-     "scripts/local-top/iscsi does not source /etc/iscsi.initramfs"),
-    (lambda e: e.update({"etc/iscsi.initramfs": b"ISCSI_INITIATOR=x"}), "initramfs carries a baked etc/iscsi.initramfs"),
+    (lambda e: e.pop("scripts/diskless"), "initramfs lacks scripts/diskless"),
+    (lambda e: e.pop("usr/sbin/mdadm"), "initramfs lacks sbin/mdadm"),
+    (lambda e: e.pop("usr/bin/wget"), "initramfs lacks bin/wget"),
+    (lambda e: e.pop(MODDIR + "drivers/scsi/iscsi_tcp.ko"), "initramfs lacks the module iscsi_tcp"),
+    (lambda e: e.pop(MODDIR + "drivers/md/raid1.ko"), "initramfs lacks the module raid1"),
+    (lambda e: e.pop(MODDIR + "drivers/md/dm-multipath.ko"), "initramfs lacks the module dm-multipath"),
+    (lambda e: e.pop(MODDIR + "fs/squashfs/squashfs.ko"), "initramfs lacks the module squashfs"),
+    (lambda e: e.update({"scripts/diskless": b"#!/bin/sh\necho no mountroot\n"}),
+     "scripts/diskless does not define mountroot()"),
+    (lambda e: e.update({"etc/mdadm/mdadm.conf": b"HOMEHOST <system>\n"}), "initramfs mdadm.conf lacks 'AUTO -all'"),
+    (lambda e: e.update({"etc/diskless/node.conf": b"DL_NODE='x'"}), "initramfs carries a baked etc/diskless/node.conf"),
     (lambda e: e.update({"etc/initiatorname.iscsi": b"InitiatorName=iqn.1993-08.org.debian:01:abc\n"}),
      "initramfs carries a fixed InitiatorName=iqn.1993-08.org.debian:01:abc"),
 ])

@@ -1,0 +1,534 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""scripts/diskless (the initramfs boot script) and md-readd (the booted node) under dash, with stub commands
+on PATH that record their argv (iscsistart, mdadm, dmsetup, mount, wget, modprobe, ...) and a fake sysfs /dev.
+
+These prove the logic (argv, decision table, refusals); the lab proves it against the real tools."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import struct
+import subprocess
+
+import pytest
+
+NODE = os.path.join(os.path.dirname(__file__), "../../../roles/image_builder/files/node")
+SCRIPT = os.path.join(NODE, "usr/share/initramfs-tools/scripts/diskless")
+READD = os.path.join(NODE, "usr/lib/diskless-cluster/md-readd")
+TIMEOUTS = os.path.join(NODE, "usr/lib/diskless-cluster/iscsi-timeouts")
+SHELL = shutil.which("dash") or "/bin/sh"
+
+T1 = "iqn.2026-11.org.example:sch1.node001-root"
+T2 = "iqn.2026-11.org.example:sch2.node001-root"
+GOLD = "iqn.2026-11.org.example:golden.debian12"
+
+# Stubs: every call appends "name|arg|arg..." to $T/calls. Behaviour from files under $T.
+STUBS = {
+    # logs in unless $T/down.<portal> exists; makes the session + SCSI disk named in $T/disk.<portal>
+    "iscsistart": r'''
+t= a= p=
+while [ $# -gt 0 ]; do case "$1" in -t) t=$2; shift;; -a) a=$2; shift;; -p) p=$2; shift;; esac; shift; done
+[ -e "$T/down.$a" ] && exit 1
+n=$(ls "$DL_SYS/class/iscsi_session" 2>/dev/null | wc -l); n=$((n + 1))
+disk=$(cat "$T/disk.$a")
+s="$DL_SYS/class/iscsi_session/session$n"; c="$DL_SYS/class/iscsi_connection/connection$n:0"
+mkdir -p "$s/device/target$n:0:0/$n:0:0:${LUN:-0}/block/$disk" "$c"
+echo "$t" > "$s/targetname"; echo LOGGED_IN > "$s/state"
+echo "$a" > "$c/persistent_address"; echo "$p" > "$c/persistent_port"
+exit 0
+''',
+    "mdadm": r'''
+case "$1" in
+--examine) [ -e "$T/sb.${2##*/}" ]; exit $? ;;
+--create|--assemble) mkdir -p "$DL_DEV/md"; : > "$2"; exit 0 ;;
+esac
+case "$2" in --re-add) exit "$(cat "$T/readd_rc" 2>/dev/null || echo 0)" ;; esac
+exit 0
+''',
+    "dmsetup": 'mkdir -p "$DL_DEV/mapper"; : > "$DL_DEV/mapper/$2"',
+    "mount": "exit 0",
+    "modprobe": "exit 0",
+    "mkfs.ext4": "exit 0",
+    "timeout": 'shift; "$@"',
+    "dd": "exit 0",
+    # advances the fake clock instead of sleeping
+    "sleep": 'read -r up _ < "$DL_PROC/uptime"; echo "$(( ${up%%.*} + ${1%%.*} )).00 0" > "$DL_PROC/uptime"',
+    # wget -O FILE URL: copies $T/http/<basename of URL>; --spider -S: Content-Length of it
+    "wget": r'''
+out= url= spider=
+while [ $# -gt 0 ]; do case "$1" in -O) out=$2; shift;; --spider) spider=1;; -T) shift;; -*) ;; *) url=$1;; esac; shift; done
+f="$T/http/${url##*/}"
+[ -e "$f" ] || exit 1
+if [ -n "$spider" ]; then echo "  HTTP/1.1 200 OK" >&2; echo "  Content-Length: $(wc -c < "$f")" >&2; exit 0; fi
+cp "$f" "$out"
+''',
+}
+
+PRELUDE = r'''
+panic() { echo "PANIC: $*" >> "$T/panic"; echo "PANIC: $*"; exit 42; }
+configure_networking() { DEVICE=ens3; }
+wait_for_udev() { :; }
+run_scripts() { :; }
+log_begin_msg() { :; }
+log_end_msg() { :; }
+'''
+
+
+def ext4_sb(mtime=0, mnt_count=0, wtime=1, uuid=b"\x11" * 16):
+    """The first 2 KiB of an ext4 file system: the fields scripts/diskless reads."""
+    sb = bytearray(2048)
+    struct.pack_into("<I", sb, 1024 + 44, mtime)
+    struct.pack_into("<I", sb, 1024 + 48, wtime)
+    struct.pack_into("<H", sb, 1024 + 52, mnt_count)
+    struct.pack_into("<H", sb, 1024 + 56, 0xEF53)
+    sb[1024 + 104:1024 + 120] = uuid
+    return bytes(sb)
+
+
+class Env:
+    def __init__(self, tmp_path):
+        self.t = tmp_path
+        for d in ("bin", "sys/class/iscsi_session", "sys/block", "dev", "proc", "run/diskless", "run/initramfs",
+                  "root/etc", "http"):
+            (tmp_path / d).mkdir(parents=True, exist_ok=True)
+        for name, body in STUBS.items():
+            f = tmp_path / "bin" / name
+            f.write_text('#!/bin/sh\n{ printf "%s" "' + name + '"; for a in "$@"; do printf "|%s" "$a"; done; echo; } >> "$T/calls"\n' + body)
+            f.chmod(0o755)
+        (tmp_path / "proc/uptime").write_text("100.00 0\n")
+        (tmp_path / "proc/meminfo").write_text("MemTotal:        2048000 kB\n")
+        (tmp_path / "calls").write_text("")
+        self.conf = {}
+
+    def disk(self, portal, name, content=b"", wwid="naa.6001405aaaa", sectors=4194304, dev="8:0", sb=False):
+        (self.t / ("disk." + portal)).write_text(name)
+        (self.t / "dev" / name).write_bytes(content)
+        blk = self.t / "sys/block" / name
+        (blk / "device").mkdir(parents=True, exist_ok=True)
+        (blk / "device/wwid").write_text(wwid + "\n")
+        (blk / "size").write_text("%d\n" % sectors)
+        (blk / "dev").write_text(dev + "\n")
+        if sb:
+            (self.t / ("sb." + name)).write_text("")
+
+    def down(self, portal):
+        (self.t / ("down." + portal)).write_text("")
+
+    def node_conf(self, **kw):
+        conf = dict(DL_NODE="node001", DL_HOSTNAME="node001", DL_MACHINE_ID="0123456789abcdef0123456789abcdef",
+                    DL_INITIATOR="iqn.2026-11.org.example:node001", DL_CHAP_USER="node001",
+                    DL_CHAP_SECRET="s3cret-out", DL_MUTUAL_USER="sch", DL_MUTUAL_SECRET="s3cret-in",
+                    DL_ISCSI_NOOP_INTERVAL="5", DL_ISCSI_NOOP_TIMEOUT="5", DL_MD_NAME="", DL_OVERLAY="",
+                    DL_OVERLAY_SIZE="50%", DL_LIVE_URL="", DL_LIVE_SUMS_URL="", DL_LUKS="0")
+        conf.update(kw)
+        (self.t / "node.conf").write_text("".join("%s='%s'\n" % kv for kv in conf.items()))
+
+    def run(self, body, script=SCRIPT):
+        env = {"PATH": "%s:/usr/bin:/bin" % (self.t / "bin"), "T": str(self.t), "DL_SYS": str(self.t / "sys"),
+               "DL_DEV": str(self.t / "dev"), "DL_PROC": str(self.t / "proc"), "DL_RUN": str(self.t / "run/diskless"),
+               "DL_RUN_INITRAMFS": str(self.t / "run/initramfs"), "DL_CONF": str(self.t / "node.conf"),
+               "rootmnt": str(self.t / "root")}
+        prog = PRELUDE + ". %s\n%s\n" % (script, body)
+        return subprocess.run([SHELL, "-c", prog], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    def calls(self, name=None):
+        rows = [line.split("|") for line in (self.t / "calls").read_text().splitlines()]
+        return [r for r in rows if name is None or r[0] == name]
+
+    def root_env(self):
+        out = {}
+        for line in (self.t / "run/diskless/root.env").read_text().splitlines():
+            k, v = line.split("=", 1)
+            out[k] = v.strip("'")
+        return out
+
+
+@pytest.fixture
+def env(tmp_path):
+    if not shutil.which("dash"):
+        pytest.skip("dash not installed")
+    return Env(tmp_path)
+
+
+def paths(*rows):
+    return " ".join(",".join(r) for r in rows)
+
+
+# --- iscsi ---------------------------------------------------------------------------------------------
+
+def test_iscsi_login_argv_timeouts_chap_and_root_env(env):
+    env.disk("10.0.0.11", "sda", ext4_sb())
+    env.node_conf(DL_ROOT_MODE="iscsi", DL_PATHS=paths((T1, "10.0.0.11", "3260", "0")),
+                  DL_ISCSI_REPLACEMENT_TIMEOUT="86400", DL_PATH_WAIT="0")
+    r = env.run("mountroot")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [call] = env.calls("iscsistart")
+    assert call[1:] == [
+        "-i", "iqn.2026-11.org.example:node001", "-t", T1, "-g", "1", "-a", "10.0.0.11", "-p", "3260",
+        "-u", "node001", "-w", "s3cret-out", "-U", "sch", "-W", "s3cret-in",
+        "-P", "node.session.timeo.replacement_timeout=86400",
+        "-P", "node.conn[0].timeo.noop_out_interval=5",
+        "-P", "node.conn[0].timeo.noop_out_timeout=5",
+        "-P", "node.session.initial_login_retry_max=1",
+        "-P", "node.conn[0].timeo.login_timeout=5",
+    ]
+    assert ["mount", "-t", "ext4", "-o", "ro", str(env.t / "dev/sda"), str(env.t / "root")] in env.calls("mount")
+    assert "s3cret" not in r.stdout + r.stderr                   # secrets never on the console
+    renv = env.root_env()
+    assert renv["DL_ROOT_MODE"] == "iscsi" and renv["DL_ROOT_DEVICE"] == str(env.t / "dev/sda")
+    assert renv["DL_ISCSI_REPLACEMENT_TIMEOUT"] == "86400" and renv["DL_MULTIPATH_WWID"] == ""
+    text = (env.t / "run/diskless/root.env").read_text()
+    assert "s3cret" not in text and "CHAP" not in text
+    assert (env.t / "run/initramfs/open-iscsi.interface").read_text() == "ens3\n"
+    assert "diskless: node001 root iscsi: sda (10.0.0.11)" in r.stdout
+
+
+def test_iscsi_without_chap_has_no_auth_args(env):
+    env.disk("10.0.0.11", "sda")
+    env.node_conf(DL_ROOT_MODE="iscsi", DL_PATHS=paths((T1, "10.0.0.11", "3260", "0")), DL_CHAP_USER="",
+                  DL_CHAP_SECRET="", DL_MUTUAL_USER="", DL_MUTUAL_SECRET="")
+    assert env.run("mountroot").returncode == 0
+    args = env.calls("iscsistart")[0]
+    assert not {"-u", "-w", "-U", "-W"} & set(args)
+
+
+def test_iscsi_waits_for_its_path_and_names_the_portal(env):
+    env.disk("10.0.0.11", "sda")
+    env.down("10.0.0.11")
+    env.node_conf(DL_ROOT_MODE="iscsi", DL_PATHS=paths((T1, "10.0.0.11", "3260", "0")), DL_PATH_WAIT="0")
+    # the portal comes back after ~25 s of the fake clock
+    (env.t / "bin/sleep").write_text((env.t / "bin/sleep").read_text() +
+                                     '\n[ "${up%%.*}" -ge 124 ] && rm -f "$T/down.10.0.0.11"\n')
+    r = env.run("mountroot")
+    assert r.returncode == 0, r.stdout
+    assert "still waiting" in r.stdout and "10.0.0.11:3260(%s)" % T1 in r.stdout
+    assert len(env.calls("iscsistart")) > 5
+
+
+def test_unknown_mode_panics_naming_it(env):
+    env.node_conf(DL_ROOT_MODE="nfs", DL_PATHS="")
+    r = env.run("mountroot")
+    assert r.returncode == 42 and "unknown DL_ROOT_MODE 'nfs'" in r.stdout
+
+
+def test_missing_node_conf_panics(env):
+    r = env.run("mountroot")
+    assert r.returncode == 42 and "node.conf" in r.stdout
+
+
+# --- mirror --------------------------------------------------------------------------------------------
+
+MIRROR = dict(DL_ROOT_MODE="mirror", DL_MD_NAME="dlroot", DL_ISCSI_REPLACEMENT_TIMEOUT="5", DL_PATH_WAIT="30",
+              DL_PATHS=paths((T1, "10.0.0.11", "3260", "0"), (T2, "10.0.0.12", "3260", "0")))
+
+
+def md_calls(env):
+    return [c[1:] for c in env.calls("mdadm") if c[1] != "--examine"]
+
+
+def test_mirror_both_untouched_clones_created_assume_clean(env):
+    env.disk("10.0.0.11", "sda", ext4_sb())
+    env.disk("10.0.0.12", "sdb", ext4_sb())
+    env.node_conf(**MIRROR)
+    r = env.run("mountroot")
+    assert r.returncode == 0, r.stdout + r.stderr
+    md = str(env.t / "dev/md/dlroot")
+    assert md_calls(env) == [["--create", md, "--run", "--level=1", "--raid-devices=2", "--metadata=1.0",
+                              "--bitmap=internal", "--homehost=any", "--name=dlroot", "--assume-clean", "--failfast",
+                              str(env.t / "dev/sda"), str(env.t / "dev/sdb")]]
+    assert ["mount", "-t", "ext4", "-o", "ro", md, str(env.t / "root")] in env.calls("mount")
+    assert (env.t / "run/diskless/mode-mirror").exists()
+    assert env.root_env()["DL_ROOT_DEVICE"] == md
+    assert "root mirror: md dlroot over sda (10.0.0.11) sdb (10.0.0.12) clean" in r.stdout
+
+
+@pytest.mark.parametrize("sb1, sb2, source", [
+    (ext4_sb(mtime=1700000000, mnt_count=3, wtime=1700000000), ext4_sb(), "sda"),   # leg 1 was used
+    (ext4_sb(), ext4_sb(mnt_count=1, wtime=5), "sdb"),                                 # leg 2 was used
+    (ext4_sb(), ext4_sb(uuid=b"\x22" * 16), "sda"),                                   # not the same golden
+    (b"\0" * 2048, ext4_sb(), "sdb"),                                                  # leg 1 no ext4: leg 2 is the source
+])
+def test_mirror_create_without_assume_clean_unless_both_never_mounted(env, sb1, sb2, source):
+    env.disk("10.0.0.11", "sda", sb1)
+    env.disk("10.0.0.12", "sdb", sb2)
+    env.node_conf(**MIRROR)
+    r = env.run("mountroot")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [create] = md_calls(env)
+    assert create[0] == "--create" and "--assume-clean" not in create
+    other = "sdb" if source == "sda" else "sda"
+    assert create[-3:] == ["--failfast", str(env.t / "dev" / source), str(env.t / "dev" / other)]
+    assert "FULL resync from %s" % (env.t / "dev" / source) in r.stdout
+
+
+def test_mirror_both_superblocks_assemble(env):
+    env.disk("10.0.0.11", "sda", ext4_sb(mtime=5, mnt_count=2), sb=True)
+    env.disk("10.0.0.12", "sdb", ext4_sb(mtime=5, mnt_count=2), sb=True)
+    env.node_conf(**MIRROR)
+    assert env.run("mountroot").returncode == 0
+    md = str(env.t / "dev/md/dlroot")
+    assert md_calls(env) == [["--assemble", md, "--run", "--homehost=any", str(env.t / "dev/sda"), str(env.t / "dev/sdb")]]
+
+
+def test_mirror_one_superblock_assembles_degraded_then_adds_never_creates(env):
+    env.disk("10.0.0.11", "sda", ext4_sb())                      # no md superblock: a fresh clone
+    env.disk("10.0.0.12", "sdb", ext4_sb(mtime=5), sb=True)
+    env.node_conf(**MIRROR)
+    r = env.run("mountroot")
+    assert r.returncode == 0, r.stdout
+    md = str(env.t / "dev/md/dlroot")
+    assert md_calls(env) == [["--assemble", md, "--run", "--homehost=any", str(env.t / "dev/sdb")],
+                             [md, "--add", "--failfast", str(env.t / "dev/sda")]]
+    assert "FULL resync" in r.stdout
+
+
+def test_mirror_leg_missing_after_wait_degraded(env):
+    env.disk("10.0.0.11", "sda", ext4_sb(), sb=True)
+    env.disk("10.0.0.12", "sdb", ext4_sb(), sb=True)
+    env.down("10.0.0.12")
+    env.node_conf(**MIRROR)
+    r = env.run("mountroot")
+    assert r.returncode == 0, r.stdout
+    assert md_calls(env) == [["--assemble", str(env.t / "dev/md/dlroot"), "--run", "--homehost=any",
+                              str(env.t / "dev/sda")]]
+    assert "gave up after 30s on iSCSI path(s) 10.0.0.12:3260" in r.stdout
+    assert "root mirror: md dlroot over sda (10.0.0.11) degraded" in r.stdout
+
+
+def test_mirror_no_superblock_one_missing_creates_degraded(env):
+    env.disk("10.0.0.11", "sda", ext4_sb())
+    env.disk("10.0.0.12", "sdb", ext4_sb())
+    env.down("10.0.0.11")
+    env.node_conf(**MIRROR)
+    r = env.run("mountroot")
+    assert r.returncode == 0, r.stdout
+    [create] = md_calls(env)
+    assert create[0] == "--create" and create[-3:] == ["--failfast", str(env.t / "dev/sdb"), "missing"]
+    assert "--assume-clean" not in create and "added in FULL" in r.stdout
+
+
+def test_mirror_never_creates_over_a_superblock(env):
+    """Every row of the decision table: a device with an md superblock is never a --create member."""
+    for sb1 in (False, True):
+        for sb2 in (False, True):
+            for down in (None, "10.0.0.11", "10.0.0.12"):
+                e = Env(env.t / ("case-%s-%s-%s" % (sb1, sb2, down)))
+                e.disk("10.0.0.11", "sda", ext4_sb(), sb=sb1)
+                e.disk("10.0.0.12", "sdb", ext4_sb(), sb=sb2)
+                if down:
+                    e.down(down)
+                e.node_conf(**MIRROR)
+                r = e.run("mountroot")
+                assert r.returncode == 0, r.stdout
+                for c in md_calls(e):
+                    if c[0] == "--create":
+                        assert not (sb1 and str(e.t / "dev/sda") in c) and not (sb2 and str(e.t / "dev/sdb") in c)
+
+
+# --- image ---------------------------------------------------------------------------------------------
+
+IMAGE = dict(DL_ROOT_MODE="image", DL_OVERLAY="tmpfs", DL_OVERLAY_SIZE="50%", DL_ISCSI_REPLACEMENT_TIMEOUT="5",
+             DL_PATH_WAIT="30", DL_PATHS=paths((GOLD, "10.0.0.11", "3260", "0"), (GOLD, "10.0.0.12", "3260", "0")))
+
+
+def test_image_builds_the_multipath_map_and_overlay(env):
+    env.disk("10.0.0.11", "sda", wwid="naa.6001405abc", sectors=4186112, dev="8:0")
+    env.disk("10.0.0.12", "sdb", wwid="naa.6001405abc", sectors=4186112, dev="8:16")
+    env.node_conf(**IMAGE)
+    r = env.run("mountroot")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [dm] = env.calls("dmsetup")
+    assert dm[1:] == ["create", "36001405abc", "--readonly", "--uuid", "mpath-36001405abc", "--table",
+                      "0 4186112 multipath 1 queue_if_no_path 0 1 1 service-time 0 2 1 8:0 1 8:16 1"]
+    run = env.t / "run/diskless"
+    mounts = [c[1:] for c in env.calls("mount")]
+    assert ["-t", "ext4", "-o", "ro,noload", str(env.t / "dev/mapper/36001405abc"), str(run / "lower")] in mounts
+    assert ["-t", "tmpfs", "-o", "size=50%,mode=0755", "tmpfs", str(run / "rw")] in mounts
+    assert ["-t", "overlay", "-o", "lowerdir=%s/lower,upperdir=%s/rw/upper,workdir=%s/rw/work" % (run, run, run),
+            "overlay", str(env.t / "root")] in mounts
+    assert (env.t / "root/etc/hostname").read_text() == "node001\n"
+    assert (env.t / "root/etc/machine-id").read_text() == "0123456789abcdef0123456789abcdef\n"
+    mp = (env.t / "root/etc/multipath.conf").read_text()
+    assert 'wwid ".*"' in mp and 'wwid "^36001405abc$"' in mp and "no_path_retry queue" in mp
+    assert "user_friendly_names no" in mp
+    assert "/36001405abc/" in (env.t / "root/etc/multipath/wwids").read_text().splitlines()
+    renv = env.root_env()
+    assert renv["DL_MULTIPATH_WWID"] == "36001405abc" and renv["DL_ROOT_DEVICE"] == str(env.t / "dev/mapper/36001405abc")
+
+
+def test_image_wwid_mismatch_panics_naming_the_portals(env):
+    env.disk("10.0.0.11", "sda", wwid="naa.6001405abc")
+    env.disk("10.0.0.12", "sdb", wwid="naa.6001405def", dev="8:16")
+    env.node_conf(**IMAGE)
+    r = env.run("mountroot")
+    assert r.returncode == 42
+    assert "10.0.0.11=naa.6001405abc" in r.stdout and "10.0.0.12=naa.6001405def" in r.stdout
+    assert "refusing to boot" in r.stdout and env.calls("dmsetup") == []
+
+
+def test_image_zram_overlay(env):
+    env.disk("10.0.0.11", "sda", wwid="naa.6001405abc")
+    env.down("10.0.0.12")
+    (env.t / "sys/block/zram0").mkdir(parents=True)
+    env.node_conf(**dict(IMAGE, DL_OVERLAY="zram", DL_OVERLAY_SIZE="25%"))
+    r = env.run("mountroot")
+    assert r.returncode == 0, r.stdout
+    assert (env.t / "sys/block/zram0/disksize").read_text().strip() == str(2048000 * 1024 * 25 // 100)
+    assert env.calls("mkfs.ext4")
+    assert ["mount", "-t", "ext4", str(env.t / "dev/zram0"), str(env.t / "run/diskless/rw")] in env.calls("mount")
+    assert "service-time 0 1 1 8:0 1" in env.calls("dmsetup")[0][-1]
+
+
+# --- live ----------------------------------------------------------------------------------------------
+
+LIVE = dict(DL_ROOT_MODE="live", DL_OVERLAY="tmpfs", DL_OVERLAY_SIZE="50%", DL_PATHS="", DL_INITIATOR="",
+            DL_CHAP_USER="", DL_CHAP_SECRET="", DL_MUTUAL_USER="", DL_MUTUAL_SECRET="",
+            DL_LIVE_URL="http://10.0.0.1/images/debian12/1/root.squashfs",
+            DL_LIVE_SUMS_URL="http://10.0.0.1/images/debian12/1/SHA256SUMS")
+
+
+def test_live_good_download_mounts_squashfs_overlay(env):
+    data = b"hsqs" + b"x" * 1000
+    (env.t / "http/root.squashfs").write_bytes(data)
+    (env.t / "http/SHA256SUMS").write_text("%s  root.squashfs\n%s  vmlinuz\n" % (hashlib.sha256(data).hexdigest(), "0" * 64))
+    env.node_conf(**LIVE)
+    r = env.run("mountroot")
+    assert r.returncode == 0, r.stdout + r.stderr
+    live = env.t / "run/diskless/live"
+    mounts = [c[1:] for c in env.calls("mount")]
+    assert ["-t", "tmpfs", "-o", "size=%d,mode=0700" % (len(data) + 16777216), "tmpfs", str(live)] in mounts
+    assert ["-t", "squashfs", "-o", "ro,loop", str(live / "root.squashfs"), str(env.t / "run/diskless/lower")] in mounts
+    assert env.calls("iscsistart") == []
+    assert (env.t / "root/etc/hostname").read_text() == "node001\n"
+    assert env.root_env()["DL_ROOT_DEVICE"] == str(live / "root.squashfs")
+    assert not (env.t / "run/initramfs/open-iscsi.interface").exists()
+
+
+@pytest.mark.parametrize("sums", ["%s  root.squashfs\n" % ("0" * 64), "%s  vmlinuz\n" % ("0" * 64)])
+def test_live_sha_mismatch_panics_with_one_clear_line(env, sums):
+    data = b"hsqs" + b"y" * 100
+    (env.t / "http/root.squashfs").write_bytes(data)
+    (env.t / "http/SHA256SUMS").write_text(sums)
+    env.node_conf(**LIVE)
+    r = env.run("mountroot")
+    assert r.returncode == 42
+    [line] = [x for x in r.stdout.splitlines() if x.startswith("PANIC")]
+    assert ("diskless: root.squashfs from http://10.0.0.1/images/debian12/1/root.squashfs does not match SHA256SUMS "
+            "(sha256 %s, expected " % hashlib.sha256(data).hexdigest()) in line
+    assert line.endswith(": refusing to boot")
+    assert not [c for c in env.calls("mount") if "squashfs" in c]
+
+
+def test_live_too_little_ram_panics(env):
+    (env.t / "http/root.squashfs").write_bytes(b"z" * 4096)
+    (env.t / "http/SHA256SUMS").write_text("")
+    (env.t / "proc/meminfo").write_text("MemTotal:        262000 kB\n")
+    env.node_conf(**LIVE)
+    r = env.run("mountroot")
+    assert r.returncode == 42 and "RAM" in r.stdout
+
+
+# --- md-readd (booted node) ----------------------------------------------------------------------------
+
+def readd_env(env, member_state=None, logged_in=True):
+    """A mirror node after boot: two sessions, /dev/md/dlroot -> md127; sdb's member state as given."""
+    for n, (target, portal, disk) in enumerate([(T1, "10.0.0.11", "sda"), (T2, "10.0.0.12", "sdb")], start=1):
+        s = env.t / ("sys/class/iscsi_session/session%d" % n)
+        (s / ("device/target%d:0:0/%d:0:0:0/block/%s" % (n, n, disk))).mkdir(parents=True)
+        (s / "targetname").write_text(target + "\n")
+        (s / "state").write_text(("LOGGED_IN" if logged_in or n == 1 else "FAILED") + "\n")
+        c = env.t / ("sys/class/iscsi_connection/connection%d:0" % n)
+        c.mkdir(parents=True)
+        (c / "persistent_address").write_text(portal + "\n")
+        (c / "persistent_port").write_text("3260\n")
+        (env.t / "dev" / disk).write_bytes(b"")
+    (env.t / "dev/md").mkdir()
+    (env.t / "dev/md127").write_bytes(b"")
+    os.symlink("../md127", env.t / "dev/md/dlroot")
+    md = env.t / "sys/block/md127/md"
+    (md / "dev-sda").mkdir(parents=True)
+    (md / "dev-sda/state").write_text("in_sync,failfast\n")
+    if member_state:
+        (md / "dev-sdb").mkdir()
+        (md / "dev-sdb/state").write_text(member_state + "\n")
+    (env.t / "run/diskless/root.env").write_text(
+        "DL_ROOT_MODE='mirror'\nDL_MD_NAME='dlroot'\nDL_PATHS='%s'\n" % MIRROR["DL_PATHS"])
+
+
+def run_readd(env):
+    e = {"PATH": "%s:/usr/bin:/bin" % (env.t / "bin"), "T": str(env.t), "DL_SYS": str(env.t / "sys"),
+         "DL_DEV": str(env.t / "dev"), "DL_ROOT_ENV": str(env.t / "run/diskless/root.env"),
+         "DL_STATE": str(env.t / "run/diskless")}
+    return subprocess.run([SHELL, READD], env=e, capture_output=True, text=True, timeout=30, check=False)
+
+
+@pytest.mark.parametrize("state, logged_in, readd", [
+    ("faulty,failfast", True, True),        # kicked out by md, back and readable -> re-add
+    (None, True, True),                     # removed already -> re-add
+    ("in_sync,failfast", True, False),      # an active member -> nothing
+    ("spare", True, False),                 # recovering -> nothing
+    ("faulty", False, False),               # session not logged in yet -> nothing
+])
+def test_md_readd_only_a_returned_readable_non_member(env, state, logged_in, readd):
+    readd_env(env, state, logged_in)
+    r = run_readd(env)
+    assert r.returncode == 0, r.stderr
+    md = str(env.t / "dev/md/dlroot")
+    calls = [c[1:] for c in env.calls("mdadm")]
+    if readd:
+        assert calls == [[md, "--remove", "failed"], [md, "--remove", "detached"],
+                         [md, "--re-add", "--failfast", str(env.t / "dev/sdb")]]
+        assert ["dd", "if=%s" % (env.t / "dev/sdb"), "of=/dev/null", "bs=4096", "count=1", "iflag=direct"] in env.calls("dd")
+        assert "<5>diskless-md-readd: re-added" in r.stdout
+    else:
+        assert calls == []
+
+
+def test_md_readd_refused_is_logged_once_and_never_adds(env):
+    readd_env(env, "faulty")
+    (env.t / "readd_rc").write_text("1")
+    r1 = run_readd(env)
+    r2 = run_readd(env)
+    assert "<3>diskless-md-readd: mdadm refused to re-add" in r1.stdout and "NOT adding it" in r1.stdout
+    assert r2.stdout == ""                                      # said once, not every 10 s
+    assert not [c for c in env.calls("mdadm") if "--add" in c]
+
+
+def test_md_readd_does_nothing_on_other_modes(env):
+    (env.t / "run/diskless/root.env").write_text("DL_ROOT_MODE='image'\n")
+    r = run_readd(env)
+    assert r.returncode == 0 and env.calls() == []
+
+
+# --- iscsi-timeouts (booted node) ----------------------------------------------------------------------
+
+def test_iscsi_timeouts_config_and_sysfs(env):
+    (env.t / "iscsid.conf").write_text("node.startup = manual\nnode.session.timeo.replacement_timeout = 120\n"
+                                       "node.conn[0].timeo.noop_out_interval = 5\n")
+    (env.t / "run/diskless/root.env").write_text("DL_ROOT_MODE='mirror'\nDL_ISCSI_REPLACEMENT_TIMEOUT='5'\n"
+                                                 "DL_ISCSI_NOOP_INTERVAL='2'\nDL_ISCSI_NOOP_TIMEOUT='3'\n")
+    s = env.t / "sys/class/iscsi_session/session1"
+    s.mkdir(parents=True)
+    (s / "recovery_tmo").write_text("120\n")
+    e = {"PATH": "/usr/bin:/bin", "DL_ROOT_ENV": str(env.t / "run/diskless/root.env"),
+         "DL_ISCSID_CONF": str(env.t / "iscsid.conf"), "DL_ISCSID_RUN_CONF": str(env.t / "run/diskless/iscsid.conf"),
+         "DL_SYS": str(env.t / "sys")}
+    assert subprocess.run([SHELL, TIMEOUTS, "config"], env=e, check=False).returncode == 0
+    conf = (env.t / "run/diskless/iscsid.conf").read_text().splitlines()
+    assert "node.startup = manual" in conf
+    assert [line for line in conf if "replacement_timeout" in line] == ["node.session.timeo.replacement_timeout = 5"]
+    assert "node.conn[0].timeo.noop_out_interval = 2" in conf and "node.conn[0].timeo.noop_out_timeout = 3" in conf
+    assert subprocess.run([SHELL, TIMEOUTS, "sysfs"], env=e, check=False).returncode == 0
+    assert (s / "recovery_tmo").read_text() == "5\n"
+
+
+def test_shellcheck_every_node_script():
+    if not shutil.which("shellcheck"):
+        pytest.skip("shellcheck not installed")
+    scripts = [SCRIPT, READD, TIMEOUTS] + [os.path.join(NODE, p) for p in (
+        "usr/share/initramfs-tools/hooks/diskless", "usr/lib/diskless-cluster/initiatorname",
+        "usr/lib/diskless-cluster/ssh-hostkeys")]
+    r = subprocess.run(["shellcheck"] + scripts, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stdout
