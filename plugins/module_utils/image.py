@@ -79,6 +79,7 @@ INITRAMFS_REQUIRED = (
     "bin/wget",
     "bin/sha256sum",
     "etc/mdadm/mdadm.conf",
+    "etc/diskless",     # the directory of the node.conf iPXE appends (it makes no parent directory)
 )
 # Kernel modules it must carry (as .ko, or listed in modules.builtin when the kernel has them built in).
 INITRAMFS_REQUIRED_MODULES = (
