@@ -29,7 +29,7 @@ BUNDLE_FILES = ("vmlinuz", "initrd.img", "root.img", "root.squashfs", "packages.
 # Packages of every compute-node image (minbase + these, no Recommends).
 BASE_PACKAGES = (
     "linux-image-amd64", "systemd-sysv", "udev", "dbus", "initramfs-tools", "zstd", "kmod",
-    "open-iscsi", "mdadm", "multipath-tools", "dmsetup", "busybox",
+    "open-iscsi", "mdadm", "multipath-tools", "dmsetup", "busybox", "curl",
     "openssh-server", "python3",
     "iproute2", "procps", "chrony", "rsyslog",
     "e2fsprogs", "util-linux", "netbase",
@@ -76,7 +76,7 @@ INITRAMFS_REQUIRED = (
     "sbin/dmsetup",
     "sbin/mkfs.ext4",
     "bin/busybox",
-    "bin/wget",
+    "sbin/curl",
     "bin/sha256sum",
     "etc/mdadm/mdadm.conf",
     "etc/diskless",     # the directory of the node.conf iPXE appends (it makes no parent directory)

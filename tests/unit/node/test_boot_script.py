@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """scripts/diskless (the initramfs boot script) and md-readd (the booted node) under dash, with stub commands
-on PATH that record their argv (iscsistart, mdadm, dmsetup, mount, wget, modprobe, ...) and a fake sysfs /dev.
+on PATH that record their argv (iscsistart, mdadm, dmsetup, mount, curl, modprobe, ...) and a fake sysfs /dev.
 
 These prove the logic (argv, decision table, refusals); the lab proves it against the real tools."""
 
@@ -55,13 +55,13 @@ exit 0
     "dd": "exit 0",
     # advances the fake clock instead of sleeping
     "sleep": 'read -r up _ < "$DL_PROC/uptime"; echo "$(( ${up%%.*} + ${1%%.*} )).00 0" > "$DL_PROC/uptime"',
-    # wget -O FILE URL: copies $T/http/<basename of URL>; --spider -S: Content-Length of it
-    "wget": r'''
-out= url= spider=
-while [ $# -gt 0 ]; do case "$1" in -O) out=$2; shift;; --spider) spider=1;; -T) shift;; -*) ;; *) url=$1;; esac; shift; done
+    # curl -o FILE URL: copies $T/http/<basename of URL>; -sfI: its headers (Content-Length)
+    "curl": r'''
+out= url= head=
+while [ $# -gt 0 ]; do case "$1" in -o) out=$2; shift;; -sfI) head=1;; --max-time|--connect-timeout) shift;; -*) ;; *) url=$1;; esac; shift; done
 f="$T/http/${url##*/}"
-[ -e "$f" ] || exit 1
-if [ -n "$spider" ]; then echo "  HTTP/1.1 200 OK" >&2; echo "  Content-Length: $(wc -c < "$f")" >&2; exit 0; fi
+[ -e "$f" ] || exit 22
+if [ -n "$head" ]; then printf 'HTTP/1.1 200 OK\r\nContent-Length: %s\r\n' "$(wc -c < "$f")"; exit 0; fi
 cp "$f" "$out"
 ''',
 }
