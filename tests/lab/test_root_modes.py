@@ -98,7 +98,7 @@ def test_image_root_is_a_ram_overlay_over_multipath_and_the_golden_bytes_stay(
     assert ssh(lab.ssh_config, node, "findmnt -no FSTYPE /").strip() == "overlay"
     assert mp_healthy(lab, node, 2), multipath_paths(lab.ssh_config, node)
     # the shared volume as each storage host has it: written since its origin, and its export read-only
-    volume = next(v["name"] for h in hosts for v in slices[h]["zfs_volumes"]["volumes"] if v.get("readonly"))
+    volume = next(v["name"] for h in hosts for v in slices[h]["zfs_volumes"]["volumes"] if "/shared/" in v["name"])
     written_before = {h: ssh(lab.ssh_config, h, f"zfs get -Hpo value written {volume}").strip() for h in hosts}
     token = f"dl-image-{time.time_ns()}"
     ident_before = ssh(lab.ssh_config, node, f"echo {token} > /etc/dl-test-token; sync; "
