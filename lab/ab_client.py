@@ -24,6 +24,7 @@ from typing import Any
 from lab.client import INVENTORY, ansible_json, console_tail, inventory, no_json, plan_slices, record_timing
 from lab.paths import REPO, Paths, cache_dir
 
+
 def _ab_host() -> tuple[str, str]:
     """(name, address) of the lab inventory's storage host with an A/B disk."""
     hostvars = inventory()["_meta"]["hostvars"]

@@ -14,7 +14,8 @@ from typing import Any
 
 MD_STATE_SH = r"""
 md=$(readlink -f /dev/md/dlroot); n=${md##*/}; d=/sys/block/$n/md
-echo "array $n $(cat $d/array_state) degraded=$(cat $d/degraded) action=$(cat $d/sync_action) bitmap=$(cat $d/bitmap/location) completed=$(cat $d/sync_completed)"
+echo "array $n $(cat $d/array_state) degraded=$(cat $d/degraded) action=$(cat $d/sync_action)" \
+     "bitmap=$(cat $d/bitmap/location) completed=$(cat $d/sync_completed)"
 for m in $d/dev-*; do echo "member ${m##*/dev-} $(cat $m/state)"; done
 """
 

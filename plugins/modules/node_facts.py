@@ -16,9 +16,8 @@ description:
     dm-crypt, dm-multipath) down to the disks, and for each disk whether it is an iSCSI LUN and of which
     session (target IQN, initiator IQN, portal, state, recovery timeout).
   - A root that is an overlay (root modes V(image) and V(live)) is described through its lower layer (the
-    multipath device of the shared image, or the squashfs in RAM); RV(ansible_facts.diskless_node.root.mode)
-    names the root mode the stack adds up to and RV(ansible_facts.diskless_node.root.paths) the health of
-    every path (md member state, iSCSI session state, SCSI device state).
+    multipath device of the shared image, or the squashfs in RAM); C(root.mode) names the root mode the
+    stack adds up to and C(root.paths) the health of every path (md member state, iSCSI session state, SCSI device state).
   - Also lists every iSCSI session and the node's local disks, which a diskless node does not have.
   - Used by C(playbooks/verify.yml) to report the health of every node.
 extends_documentation_fragment:

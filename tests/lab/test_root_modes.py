@@ -146,7 +146,7 @@ def podman_sh(container: str, script: str, *args: str) -> str:
 
 @pytest.mark.destructive
 def test_live_node_refuses_a_squashfs_that_does_not_match_its_hash(converged: None, lab: LabInfo,
-                                                                    slices: dict[str, Any]) -> None:
+                                                                   slices: dict[str, Any]) -> None:
     """The provisioning host serves a damaged root.squashfs: the node says so on its console and does not
     boot; with the good file back it boots again."""
     node = node_of(slices, "live")
@@ -222,7 +222,7 @@ def assert_nodes_whole(lab: LabInfo, outcome: dict[str, Any]) -> None:
 
 @pytest.mark.destructive
 def test_a_mirror_and_an_image_node_outlive_the_death_of_sch2(converged: None, lab: LabInfo,
-                                                             slices: dict[str, Any]) -> None:
+                                                              slices: dict[str, Any]) -> None:
     outcome = kill_and_heal(lab, slices, "sch2", 60)
     assert_nodes_whole(lab, outcome)
 

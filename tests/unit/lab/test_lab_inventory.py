@@ -9,7 +9,7 @@ from typing import Callable
 import pytest
 
 from lab import inventory, ssh
-from lab.paths import DEFAULT_INVENTORY, REPO, Paths
+from lab.paths import DEFAULT_INVENTORY, Paths
 from lab.util import LabError
 
 
