@@ -20,7 +20,7 @@ PACKAGES=(
   # every container: systemd as PID 1, Ansible's Python
   systemd systemd-sysv dbus python3 python3-apt ca-certificates iproute2 procps
   # provisioning host (roles/provisioning_host)
-  dnsmasq nginx chrony rsyslog ipxe
+  dnsmasq nginx chrony rsyslog ipxe openssh-client
   # test clients: real DHCP, TFTP, HTTP, NTP and syslog clients
   isc-dhcp-client tftp-hpa curl bsdutils
 )

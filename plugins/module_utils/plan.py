@@ -43,6 +43,9 @@ ISCSI_NOOP_TIMEOUT = 5
 DEFAULT_OVERLAY = "tmpfs"
 DEFAULT_OVERLAY_SIZE = "50%"
 MD_NAME = "dlroot"
+# the node SSH host keys the provisioning host keeps per node and iPXE hands to the initramfs (no RSA: slow to
+# make, and every client speaks ed25519)
+SSH_HOST_KEY_TYPES = ("ed25519", "ecdsa")
 GROUPS = ("provisioning", "storage", "compute")
 IQN_MAX_BYTES = 223
 DEFAULT_NODE_IP_OFFSET = 100
@@ -927,6 +930,11 @@ class _Planner:
             "kernel %s/vmlinuz %s" % (base, " ".join(plan["kernel_args"])),
             "initrd %s/initrd.img" % base,
             "initrd %s/nodes/%s.conf /etc/diskless/node.conf mode=600" % (self.http_base or "", plan["mac_hyphen"]),
+        ) + tuple(
+            # the node's SSH host keys, kept by the provisioning host (served to this node's address only)
+            "initrd %s/nodes/%s.ssh_host_%s_key /etc/diskless/ssh/ssh_host_%s_key mode=600"
+            % (self.http_base or "", plan["mac_hyphen"], t, t) for t in SSH_HOST_KEY_TYPES
+        ) + (
             "boot",
             "",
         ))
@@ -982,7 +990,8 @@ class _Planner:
             boot_files.append({"node": node, "file": "%s.conf" % plan["mac_hyphen"], "content": plan["initramfs_conf"],
                                "secret": True, "allow": plan["ip"]})
         return {
-            host: {"name": host, "ip": str(address), "dhcp_hosts": dhcp_hosts, "boot_files": boot_files}
+            host: {"name": host, "ip": str(address), "dhcp_hosts": dhcp_hosts, "boot_files": boot_files,
+                   "ssh_host_key_types": list(SSH_HOST_KEY_TYPES)}
             for host, address in sorted(self.prov.items())
         }
 

@@ -166,8 +166,10 @@ def _provisioning(plan, host):
         "restricted": {"files": restricted, "secret_files": secret},
         "allow": allow,
         "reservations": {"files": {h["file"]: h["line"] + "\n" for h in spec["dhcp_hosts"]}},
-        "nodes": [{"name": n["name"], "mac_hyphen": n["mac_hyphen"], "index": n["index"]}
+        "nodes": [{"name": n["name"], "mac_hyphen": n["mac_hyphen"], "index": n["index"], "ip": n["ip"]}
                   for n in (plan["nodes"][name] for name in sorted(plan["nodes"]))],
+        # the SSH host key files this host keeps for every node (the nodes' boot scripts fetch them)
+        "ssh_host_key_types": list(spec["ssh_host_key_types"]),
     }
 
 

@@ -116,13 +116,18 @@ def test_node_vm_has_no_disk_device(converged: None, lab: LabInfo, host: Callabl
         argv = json.loads((run_dir / node / "vm.json").read_text())["argv"]
         assert not {"-drive", "-hda", "-cdrom", "-blockdev"} & set(argv), argv       # QEMU has no disk
         assert argv[argv.index("-boot") + 1] == "n"
-        # inside: every block device that is a disk hangs off an iSCSI session
-        disks = host(node).check_output(
+        # inside: every block device that is a disk hangs off an iSCSI session; md and dm-multipath devices
+        # (mirror, image) are built only from such disks
+        out = host(node).check_output(
             "for d in /sys/block/*; do n=${d##*/}; case $n in loop*|ram*|zram*|sr*) continue;; esac; "
-            "echo \"$n $(readlink -f $d/device)\"; done").splitlines()
+            "if [ -e $d/device ]; then echo \"disk $n $(readlink -f $d/device)\"; "
+            "else echo \"virtual $n $(ls $d/slaves | tr '\\n' ' ')\"; fi; done").splitlines()
+        disks = {line.split()[1]: line.split(" ", 2)[2] for line in out if line.startswith("disk ")}
+        virtual = {line.split()[1]: line.split()[2:] for line in out if line.startswith("virtual ")}
         assert disks or slices[node]["root"] == "live", f"{node}: no block device at all"  # live: RAM only
-        assert all("/session" in line.split(" ", 1)[1] for line in disks), disks
-        assert not any(line.startswith(("vd", "hd", "nvme")) for line in disks), disks
+        assert all("/session" in path for path in disks.values()), disks
+        assert not any(name.startswith(("vd", "hd", "nvme")) for name in disks), disks
+        assert all(slaves and set(slaves) <= set(disks) for slaves in virtual.values()), (virtual, disks)
 
 
 def test_root_is_the_nodes_own_iscsi_lun(converged: None, lab: LabInfo, slices: dict[str, Any],

@@ -102,7 +102,8 @@ def test_image_root_is_a_ram_overlay_over_multipath_and_the_golden_bytes_stay(
     written_before = {h: ssh(lab.ssh_config, h, f"zfs get -Hpo value written {volume}").strip() for h in hosts}
     token = f"dl-image-{time.time_ns()}"
     ident_before = ssh(lab.ssh_config, node, f"echo {token} > /etc/dl-test-token; sync; "
-                       "cat /etc/machine-id /etc/hostname; findmnt -no FSTYPE /run/diskless/rw").split()
+                       "cat /etc/machine-id /etc/hostname; findmnt -no FSTYPE /run/diskless/rw; "
+                       "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f2").split()
     assert ident_before[1] == slices[node]["hostname"], ident_before
     assert ident_before[2] in ("tmpfs", "ext4"), ident_before           # the upper layer is RAM (tmpfs or zram)
     written_after = {h: ssh(lab.ssh_config, h, f"zfs get -Hpo value written {volume}").strip() for h in hosts}
@@ -113,9 +114,28 @@ def test_image_root_is_a_ram_overlay_over_multipath_and_the_golden_bytes_stay(
     labctl("up", node)
     wait_ssh(lab, node)
     record_timing(f"{node}: power-on to SSH (image root, reboot)", time.monotonic() - t0, key="boot_image", node=node)
-    after = ssh(lab.ssh_config, node, "cat /etc/dl-test-token 2>/dev/null || echo gone; cat /etc/machine-id /etc/hostname").split()
-    assert after == ["gone", ident_before[0], ident_before[1]], (ident_before, after)
+    # (SSH checks the host key: the lab's known_hosts has the node's key from its first boot)
+    after = ssh(lab.ssh_config, node, "cat /etc/dl-test-token 2>/dev/null || echo gone; cat /etc/machine-id /etc/hostname; "
+                "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f2").split()
+    assert after == ["gone", ident_before[0], ident_before[1], ident_before[3]], (ident_before, after)
     assert mp_healthy(lab, node, 2)
+
+
+def test_every_node_runs_clean_with_its_root_modes_iscsi_timeouts(converged: None, lab: LabInfo,
+                                                                   slices: dict[str, Any]) -> None:
+    """No failed unit on any node (iscsid, the timeouts, remount-fs on an overlay, ...), and every root session
+    has its mode's replacement timeout in the kernel: 86400 s on one LUN, seconds under md or multipath."""
+    nodes = sorted(h for h, s in slices.items() if s.get("role") == "compute")
+    for node in nodes:
+        out = ssh(lab.ssh_config, node, "timeout 300 systemctl is-system-running --wait >/dev/null; "
+                  "systemctl --failed --no-legend --plain | cut -d' ' -f1; echo --; "
+                  "cat /sys/class/iscsi_session/session*/recovery_tmo 2>/dev/null; echo --; "
+                  "systemctl is-active iscsid.service || true")
+        failed, tmo, iscsid = (part.split() for part in out.split("--\n"))
+        assert failed == [], f"{node}: failed units {failed}"
+        want = [str(slices[node]["iscsi_replacement_timeout"])] * len(slices[node]["paths"])
+        assert tmo == want, f"{node} (root {slices[node]['root']}): recovery_tmo {tmo}, want {want}"
+        assert iscsid == (["active"] if slices[node]["paths"] else ["inactive"]), f"{node}: iscsid {iscsid}"
 
 
 def test_live_root_is_a_hash_checked_squashfs_in_ram(converged: None, lab: LabInfo, slices: dict[str, Any]) -> None:

@@ -363,7 +363,7 @@ echo "lio $(grep -o 'LIO Session ID: [0-9]*' {lio_info} | tr -dc 0-9)"
 
     secrets = {n: {"secret": node_credentials(slices, n)["password"],
                    "mutual_secret": node_credentials(slices, n)["mutual_password"]}
-               for n, part in slices.items() if part["role"] == "compute"}
+               for n, part in slices.items() if part["role"] == "compute" and part["paths"]}  # live: no LUN
     new_secret = "lab-n001-changed-" + os.urandom(4).hex()
     secrets[n1]["secret"] = new_secret
     run = converge(f"{n1}'s CHAP secret changed, {n2} logged in", {"cluster_chap_secrets": secrets})

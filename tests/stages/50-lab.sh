@@ -10,6 +10,9 @@ cd "$(dirname "$0")/../.." || exit 1
 source hack/env.sh
 trap 'hack/lab.sh down' EXIT
 start=$SECONDS
+# ONE fresh lab per run: a lab left running by an earlier run (a cut-off session, a crashed job) would be
+# taken as "already up" with its old state (configured pools, a stale provisioning container)
+hack/lab.sh down
 hack/lab.sh up || { echo "lab stage: lab cluster did not come up (console logs: $DL_CACHE/lab/logs/)"; exit 1; }
 echo "lab stage: lab cluster up after $((SECONDS - start)) s"
 t=$SECONDS

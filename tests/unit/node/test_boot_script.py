@@ -356,6 +356,30 @@ def test_image_builds_the_multipath_map_and_overlay(env):
     assert "/36001405abc/" in (env.t / "root/etc/multipath/wwids").read_text().splitlines()
     renv = env.root_env()
     assert renv["DL_MULTIPATH_WWID"] == "36001405abc" and renv["DL_ROOT_DEVICE"] == str(env.t / "dev/mapper/36001405abc")
+    assert (env.t / "run/diskless/iscsi-root").exists()         # iscsid and the session timeouts run
+
+
+def test_overlay_root_has_no_fstab_line_for_the_images_label_and_gets_its_host_keys(env):
+    (env.t / "root/etc/fstab").write_text("# the image's\nLABEL=dlroot / ext4 defaults,noatime 0 1\n"
+                                          "tmpfs /scratch tmpfs defaults 0 0\n")
+    (env.t / "ssh").mkdir()
+    (env.t / "ssh/ssh_host_ed25519_key").write_text("KEY-ED\n")
+    (env.t / "ssh/ssh_host_ecdsa_key").write_text("KEY-EC\n")
+    env.disk("10.0.0.11", "sda", wwid="naa.6001405abc")
+    env.down("10.0.0.12")
+    env.node_conf(**IMAGE)
+    r = env.run("mountroot")
+    assert r.returncode == 0, r.stdout + r.stderr
+    fstab = (env.t / "root/etc/fstab").read_text().splitlines()
+    assert fstab == ["# the image's",
+                     "# diskless.cluster: / is an overlay built by the initramfs; the image has: "
+                     "LABEL=dlroot / ext4 defaults,noatime 0 1",
+                     "tmpfs /scratch tmpfs defaults 0 0"]
+    staged = env.t / "run/diskless/ssh"
+    assert (staged / "ssh_host_ed25519_key").read_text() == "KEY-ED\n"
+    assert (staged / "ssh_host_ecdsa_key").read_text() == "KEY-EC\n"
+    assert oct(staged.stat().st_mode & 0o777) == "0o700"
+    assert oct((staged / "ssh_host_ed25519_key").stat().st_mode & 0o777) == "0o600"
 
 
 def test_image_wwid_mismatch_panics_naming_the_portals(env):
@@ -404,6 +428,8 @@ def test_live_good_download_mounts_squashfs_overlay(env):
     assert (env.t / "root/etc/hostname").read_text() == "node001\n"
     assert env.root_env()["DL_ROOT_DEVICE"] == str(live / "root.squashfs")
     assert not (env.t / "run/initramfs/open-iscsi.interface").exists()
+    assert not (env.t / "run/diskless/iscsi-root").exists()     # no iscsid on a live node
+    assert not (env.t / "run/diskless/ssh").exists()            # booted without keys: the node makes its own
 
 
 @pytest.mark.parametrize("sums", ["%s  root.squashfs\n" % ("0" * 64), "%s  vmlinuz\n" % ("0" * 64)])
@@ -524,11 +550,71 @@ def test_iscsi_timeouts_config_and_sysfs(env):
     assert (s / "recovery_tmo").read_text() == "5\n"
 
 
+def timeouts_env(env, value="120\n"):
+    (env.t / "run/diskless/root.env").write_text("DL_ROOT_MODE='iscsi'\nDL_ISCSI_REPLACEMENT_TIMEOUT='86400'\n")
+    s = env.t / "sys/class/iscsi_session/session1"
+    s.mkdir(parents=True)
+    (s / "targetname").write_text("iqn.x:t\n")
+    (s / "state").write_text("LOGGED_IN\n")
+    if value is not None:
+        (s / "recovery_tmo").write_text(value)
+    e = {"PATH": "/usr/bin:/bin", "DL_ROOT_ENV": str(env.t / "run/diskless/root.env"), "DL_SYS": str(env.t / "sys"),
+         "DL_TIMEOUTS_TRIES": "2"}
+    return s, e
+
+
+def test_iscsi_timeouts_leaves_a_session_already_at_the_value_alone(env):
+    s, e = timeouts_env(env, "86400\n")
+    (s / "recovery_tmo").chmod(0o444)
+    before = (s / "recovery_tmo").stat().st_mtime_ns
+    r = subprocess.run([SHELL, TIMEOUTS, "sysfs"], env=e, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    assert (s / "recovery_tmo").stat().st_mtime_ns == before
+    assert "session1 iqn.x:t: recovery_tmo 86400 s (root mode iscsi)" in r.stdout
+
+
+def test_iscsi_timeouts_tries_again_then_fails_naming_the_session(env):
+    # a write that keeps failing (the kernel refuses while iscsid re-opens the connection): here a directory
+    s, e = timeouts_env(env, None)
+    (s / "recovery_tmo").mkdir()
+    r = subprocess.run([SHELL, TIMEOUTS, "sysfs"], env=e, capture_output=True, text=True, timeout=30, check=False)
+    assert r.returncode == 1
+    assert r.stderr.strip() == "iscsi-timeouts: session1: cannot set recovery_tmo to 86400 (state LOGGED_IN) after 2 tries"
+
+
+HOSTKEYS = os.path.join(NODE, "usr/lib/diskless-cluster/ssh-hostkeys")
+
+
+def test_ssh_hostkeys_installs_the_boot_datas_keys_and_makes_the_public_ones(tmp_path):
+    if not shutil.which("ssh-keygen"):
+        pytest.skip("ssh-keygen not installed")
+    run, etc = tmp_path / "run", tmp_path / "etc"
+    run.mkdir()
+    etc.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@node003", "-f", str(run / "ssh_host_ed25519_key")],
+                   check=True)
+    (run / "ssh_host_ed25519_key.pub").unlink()   # the boot data carries only the private key
+    (etc / "ssh_host_ed25519_key").write_text("an old key\n")
+    e = {"PATH": "/usr/bin:/bin", "DL_HOSTKEYS_RUN": str(run), "DL_HOSTKEYS_ETC": str(etc)}
+    r = subprocess.run([SHELL, HOSTKEYS], env=e, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    assert (etc / "ssh_host_ed25519_key").read_bytes() == (run / "ssh_host_ed25519_key").read_bytes()
+    assert oct((etc / "ssh_host_ed25519_key").stat().st_mode & 0o777) == "0o600"
+    pub = subprocess.run(["ssh-keygen", "-y", "-f", str(run / "ssh_host_ed25519_key")], capture_output=True, text=True,
+                         check=True).stdout.split()[:2]
+    assert (etc / "ssh_host_ed25519_key.pub").read_text().split()[:2] == pub
+    assert "ed25519 host key from the boot data" in r.stdout
+    assert "no ecdsa host key in the boot data; made one" in r.stdout   # ecdsa was not given: made here
+    assert (etc / "ssh_host_ecdsa_key").stat().st_size > 0
+    r2 = subprocess.run([SHELL, HOSTKEYS], env=e, capture_output=True, text=True, check=False)
+    assert r2.returncode == 0 and r2.stdout == ""                       # the second start changes nothing
+
+
 def test_shellcheck_every_node_script():
     if not shutil.which("shellcheck"):
         pytest.skip("shellcheck not installed")
     scripts = [SCRIPT, READD, TIMEOUTS] + [os.path.join(NODE, p) for p in (
         "usr/share/initramfs-tools/hooks/diskless", "usr/lib/diskless-cluster/initiatorname",
-        "usr/lib/diskless-cluster/ssh-hostkeys")]
+        "usr/lib/diskless-cluster/ssh-hostkeys")] + [os.path.join(NODE, "../../../provisioning_host/files/diskless-node-hostkeys")]
     r = subprocess.run(["shellcheck"] + scripts, capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stdout

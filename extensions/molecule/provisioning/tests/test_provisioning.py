@@ -97,6 +97,25 @@ def test_known_node_fetches_its_own_script_and_secret(plan):
     assert http_get(CLIENT1, "/nodes/%s.conf" % node["mac_hyphen"]).rstrip("\n") == node["initramfs_conf"].rstrip("\n")
 
 
+def test_known_node_fetches_its_own_ssh_host_keys_and_nobody_else_does(plan):
+    """The provisioning host keeps one key pair per node and type; only the node's address may read it."""
+    ips = host(IPS)
+    node = plan["nodes"]["node001"]
+    for t in ("ed25519", "ecdsa"):
+        url = "/nodes/%s.ssh_host_%s_key" % (node["mac_hyphen"], t)
+        assert "%s /etc/diskless/ssh/ssh_host_%s_key mode=600" % (url, t) in node["boot_script"]
+        stored = "/var/lib/diskless-cluster/node-ssh-host-keys/node001/ssh_host_%s_key" % t
+        key = ips.file(stored)
+        assert (key.user, key.group, key.mode) == ("root", "www-data", 0o640)
+        got = http_get(CLIENT1, url)
+        assert got.rstrip("\n") == key.content_string.rstrip("\n")
+        assert got.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+        assert http_status(CLIENT2, url) == "403"
+    # every node of the plan has its pair (node003 was added by side_effect.yml)
+    for name in plan["nodes"]:
+        ips.run_expect([0], "ssh-keygen -l -f /var/lib/diskless-cluster/node-ssh-host-keys/%s/ssh_host_ed25519_key.pub", name)
+
+
 def test_generic_script_chains_to_the_mac_script(plan):
     script = http_get(CLIENT1, "/boot.ipxe")
     assert script.startswith("#!ipxe\n")
