@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from lab.container import container_running, start_container, stop_container
+from lab.container import container_image, container_running, running_image, start_container, stop_container
 from lab.images import Image, build_image
 from lab.inventory import BOOT_MODES, CONTAINER_PREFIX, DEFAULTS, IMAGE_BOOTS, VM, load_inventory, tap_name
 from lab.network import ensure_address, ensure_network, ensure_tap, ip_cmd, netns_exists
@@ -92,9 +92,12 @@ def cmd_up(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
         already: list[str] = []
         for ct in cts:
             if container_running(ct.container):
-                changed |= ensure_address(lab, f"{ct.ip}/{ct.prefixlen}")
-                already.append(ct.name)
-                continue
+                if running_image(p, ct.name) == container_image():
+                    changed |= ensure_address(lab, f"{ct.ip}/{ct.prefixlen}")
+                    already.append(ct.name)
+                    continue
+                # its image recipe changed (hack/container-image.sh): the role's packages are only in the new one
+                log(f"{ct.name}: running an older container image; starting it again from the current one")
             log(f"{ct.name}: starting podman container {ct.container} in namespace {lab.netns} ({ct.ip})")
             start_container(p, lab, ct)
             changed = True

@@ -67,6 +67,14 @@ def start_container(p: Paths, lab: Lab, ct: Container) -> None:
                                            "container": ct.container}, indent=2) + "\n")
 
 
+def running_image(p: Paths, name: str) -> str | None:
+    """The image reference a running lab container was started from (its ct.json), None if unknown."""
+    try:
+        return json.loads((p.run / "containers" / name / "ct.json").read_text()).get("image")
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
 def stop_container(name: str) -> bool:
     if podman("container", "exists", name, what="", check=False).returncode != 0:
         return False
