@@ -931,8 +931,9 @@ class _Planner:
             "initrd %s/initrd.img" % base,
             "initrd %s/nodes/%s.conf /etc/diskless/node.conf mode=600" % (self.http_base or "", plan["mac_hyphen"]),
         ) + tuple(
-            # the node's SSH host keys, kept by the provisioning host (served to this node's address only)
-            "initrd %s/nodes/%s.ssh_host_%s_key /etc/diskless/ssh/ssh_host_%s_key mode=600"
+            # the node's SSH host keys, kept by the provisioning host (served to this node's address only); next to
+            # node.conf: iPXE's initrd wrapper makes no parent directory (a file in a new one is dropped)
+            "initrd %s/nodes/%s.ssh_host_%s_key /etc/diskless/ssh_host_%s_key mode=600"
             % (self.http_base or "", plan["mac_hyphen"], t, t) for t in SSH_HOST_KEY_TYPES
         ) + (
             "boot",

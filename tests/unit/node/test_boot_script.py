@@ -362,9 +362,8 @@ def test_image_builds_the_multipath_map_and_overlay(env):
 def test_overlay_root_has_no_fstab_line_for_the_images_label_and_gets_its_host_keys(env):
     (env.t / "root/etc/fstab").write_text("# the image's\nLABEL=dlroot / ext4 defaults,noatime 0 1\n"
                                           "tmpfs /scratch tmpfs defaults 0 0\n")
-    (env.t / "ssh").mkdir()
-    (env.t / "ssh/ssh_host_ed25519_key").write_text("KEY-ED\n")
-    (env.t / "ssh/ssh_host_ecdsa_key").write_text("KEY-EC\n")
+    (env.t / "ssh_host_ed25519_key").write_text("KEY-ED\n")      # next to node.conf, as iPXE puts them
+    (env.t / "ssh_host_ecdsa_key").write_text("KEY-EC\n")
     env.disk("10.0.0.11", "sda", wwid="naa.6001405abc")
     env.down("10.0.0.12")
     env.node_conf(**IMAGE)

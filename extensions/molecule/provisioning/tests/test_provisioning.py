@@ -103,7 +103,7 @@ def test_known_node_fetches_its_own_ssh_host_keys_and_nobody_else_does(plan):
     node = plan["nodes"]["node001"]
     for t in ("ed25519", "ecdsa"):
         url = "/nodes/%s.ssh_host_%s_key" % (node["mac_hyphen"], t)
-        assert "%s /etc/diskless/ssh/ssh_host_%s_key mode=600" % (url, t) in node["boot_script"]
+        assert "%s /etc/diskless/ssh_host_%s_key mode=600" % (url, t) in node["boot_script"]
         stored = "/var/lib/diskless-cluster/node-ssh-host-keys/node001/ssh_host_%s_key" % t
         key = ips.file(stored)
         assert (key.user, key.group, key.mode) == ("root", "www-data", 0o640)

@@ -111,8 +111,8 @@ def test_iscsi_node():
         "initrd http://10.77.0.2/images/debian12/1/initrd.img",
         "initrd http://10.77.0.2/nodes/52-54-00-00-01-01.conf /etc/diskless/node.conf mode=600",
         # the node's own SSH host keys, kept by the provisioning host
-        "initrd http://10.77.0.2/nodes/52-54-00-00-01-01.ssh_host_ed25519_key /etc/diskless/ssh/ssh_host_ed25519_key mode=600",
-        "initrd http://10.77.0.2/nodes/52-54-00-00-01-01.ssh_host_ecdsa_key /etc/diskless/ssh/ssh_host_ecdsa_key mode=600",
+        "initrd http://10.77.0.2/nodes/52-54-00-00-01-01.ssh_host_ed25519_key /etc/diskless/ssh_host_ed25519_key mode=600",
+        "initrd http://10.77.0.2/nodes/52-54-00-00-01-01.ssh_host_ecdsa_key /etc/diskless/ssh_host_ecdsa_key mode=600",
         "boot",
     ]
     assert node["initramfs_conf"].splitlines() == [
