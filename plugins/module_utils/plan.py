@@ -922,23 +922,20 @@ class _Planner:
 
     def _boot_script(self, plan, image) -> str:
         base = "%s%s" % (self.http_base or "", image["http_path"])
-        return "\n".join((
+        nodes = "%s/nodes/%s" % (self.http_base or "", plan["mac_hyphen"])
+        return "\n".join([
             "#!ipxe",
             "# diskless.cluster: %s (root %s%s, image %s v%s). Generated from the inventory; do not edit."
             % (plan["name"], plan["root"], " + luks" if plan["luks"] else "", image["name"], image["version"]),
             "imgfree",
             "kernel %s/vmlinuz %s" % (base, " ".join(plan["kernel_args"])),
             "initrd %s/initrd.img" % base,
-            "initrd %s/nodes/%s.conf /etc/diskless/node.conf mode=600" % (self.http_base or "", plan["mac_hyphen"]),
-        ) + tuple(
+            "initrd %s.conf /etc/diskless/node.conf mode=600" % nodes,
+        ] + [
             # the node's SSH host keys, kept by the provisioning host (served to this node's address only); next to
             # node.conf: iPXE's initrd wrapper makes no parent directory (a file in a new one is dropped)
-            "initrd %s/nodes/%s.ssh_host_%s_key /etc/diskless/ssh_host_%s_key mode=600"
-            % (self.http_base or "", plan["mac_hyphen"], t, t) for t in SSH_HOST_KEY_TYPES
-        ) + (
-            "boot",
-            "",
-        ))
+            "initrd %s.ssh_host_%s_key /etc/diskless/ssh_host_%s_key mode=600" % (nodes, t, t) for t in SSH_HOST_KEY_TYPES
+        ] + ["boot", ""])
 
     @staticmethod
     def _initramfs_conf(plan) -> str:
