@@ -11,7 +11,6 @@ Outside the namespace the lab tests are skipped with that instruction.
 A test states the lab state it needs through fixtures, never through the tests that ran before it:
     converged          site.yml applied, the disk-less nodes running from iSCSI (what `hack/lab.sh up`
                        leaves); applied now if the nodes do not run
-    nodes_powered_off  the compute nodes off (tests that log in to the storage host AS the nodes)
 Tests marked `destructive` (they reboot or kill a machine the other tests share) run after all others, and
 the A/B update tests (`ab_update`: they replace a storage host's OS) after those.
 """
@@ -113,17 +112,7 @@ def nodes(slices: dict[str, dict[str, Any]]) -> list[str]:
 @pytest.fixture(scope="module")
 def converged(lab: LabInfo, nodes: list[str]) -> None:
     """site.yml applied and the disk-less nodes running from their iSCSI roots, as `hack/lab.sh up` leaves
-    the lab. When a node does not answer (a lab brought up with `up` alone, or nodes_powered_off ran before),
+    the lab. When a node does not answer (a lab brought up with `up` alone, or a node a test left off),
     site.yml is applied now: it powers the nodes on and converges every host (the storage exports too)."""
     if not all(ssh_answers(lab.ssh_config, n) for n in nodes):
         run_site(lab.inventory, "first run (power-on, boot from iSCSI, configure)")
-
-
-@pytest.fixture(scope="module")
-def nodes_powered_off(lab: LabInfo, nodes: list[str]) -> None:
-    """The compute nodes powered off (their volumes stay), e.g. for tests that log in to the storage host AS
-    the nodes: a node's own session would be taken over. `converged` powers them on again."""
-    status = json.loads(labctl("--json", "status", check=False).stdout or "{}")
-    running = [n for n in nodes if status.get("hosts", {}).get(n, {}).get("running")]
-    if running:
-        labctl("down", *running)

@@ -5,7 +5,7 @@ by `cluster_power_on_command` = the lab's `up <node>`) has been applied (the `co
 up` applies it; the fixture does when the nodes do not run), and is applied once more: that re-run must change
 nothing and leave the nodes' iSCSI sessions alone. The facts are read from inside the booted nodes
 (testinfra over SSH, and the collection's own `node_facts` module) and on the storage VM (rtslib). The nodes
-stay up (tests that need them off say so: `nodes_powered_off`).
+stay up.
 
 Facts only; timings are recorded (terminal summary), never asserted.
 """

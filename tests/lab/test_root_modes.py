@@ -122,7 +122,7 @@ def test_image_root_is_a_ram_overlay_over_multipath_and_the_golden_bytes_stay(
 
 
 def test_every_node_runs_clean_with_its_root_modes_iscsi_timeouts(converged: None, lab: LabInfo,
-                                                                   slices: dict[str, Any]) -> None:
+                                                                  slices: dict[str, Any]) -> None:
     """No failed unit on any node (iscsid, the timeouts, remount-fs on an overlay, ...), and every root session
     has its mode's replacement timeout in the kernel: 86400 s on one LUN, seconds under md or multipath."""
     nodes = sorted(h for h, s in slices.items() if s.get("role") == "compute")
@@ -223,11 +223,15 @@ def kill_and_heal(lab: LabInfo, slices: dict[str, Any], victim: str, away_s: flo
                   dirty=next((line.strip() for line in bitmap.splitlines() if "dirty" in line), ""))
     mp = wait_for(f"{image}: multipath has both paths again", lambda: mp_healthy(lab, image, 2), HEAL_TIMEOUT)
     record_timing(f"{image}: {victim} back -> both paths active", mp)
+    # what brought the exports back was the host's own boot (zpool import, the saved LIO configuration)
+    restored = ssh(lab.ssh_config, victim, "systemctl is-active rtslib-fb-targetctl.service || true; python3 -c "
+                   "'import rtslib_fb; print(*sorted(t.wwn for t in rtslib_fb.RTSRoot().targets))'").split()
     results = {n: wait_fio(lab.ssh_config, n, name, runtime + 600)
                for n, name in ((mirror, "mirror"), (image, "image"), *(((single, "single"),) if single_hit else ()))}
     for n, r in results.items():
         record_timing(f"{n}: longest I/O stall while {victim} died", r["max_gap_s"], key=f"stall_{victim}_{n}")
-    return {"md_while_away": md, "degraded_after_s": degraded_after, "fio": results, "single": single if single_hit else None}
+    return {"md_while_away": md, "degraded_after_s": degraded_after, "fio": results, "single": single if single_hit else None,
+            "restored": restored, "planned": sorted(e["target_iqn"] for e in slices[victim]["lio_iscsi"]["exports"])}
 
 
 def assert_nodes_whole(lab: LabInfo, outcome: dict[str, Any]) -> None:
@@ -236,6 +240,7 @@ def assert_nodes_whole(lab: LabInfo, outcome: dict[str, Any]) -> None:
         assert r["io_bytes"] > 0, (node, r)
         assert io_errors(lab.ssh_config, node) == [], (node, io_errors(lab.ssh_config, node))
         assert root_options(lab.ssh_config, node).startswith("rw") or node != outcome["single"], node
+    assert outcome["restored"] == ["active", *outcome["planned"]], outcome["restored"]   # no Ansible run
     md = outcome["md_while_away"]
     assert md["degraded"] == "1" and sorted("faulty" in s for s in md["members"].values()) in ([False, True], [False]), md
 

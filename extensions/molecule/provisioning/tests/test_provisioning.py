@@ -100,6 +100,7 @@ def test_known_node_fetches_its_own_script_and_secret(plan):
 def test_known_node_fetches_its_own_ssh_host_keys_and_nobody_else_does(plan):
     """The provisioning host keeps one key pair per node and type; only the node's address may read it."""
     ips = host(IPS)
+    lease(CLIENT2)      # another machine of the boot network (a dynamic address) asks for node001's keys
     node = plan["nodes"]["node001"]
     for t in ("ed25519", "ecdsa"):
         url = "/nodes/%s.ssh_host_%s_key" % (node["mac_hyphen"], t)
