@@ -3,14 +3,17 @@
 
 1. fio on each node's root (4 KiB random read and write IOPS, 1 MiB sequential read MB/s, direct I/O, one
    job, queue depth 1) next to the same fio on a storage host reading and writing a zvol of its own pool
-   locally: the ratio is what the network path costs (P4).
+   locally: the ratio is what the network path costs (P4). The image node's reads are fio on its multipath
+   map itself (its root's writes land in the RAM overlay); the live node has no storage path (RAM only).
 2. What the fault tests of tests/lab/test_root_modes.py measured on this lab (lab/run/measurements.json):
    the longest I/O stall of each node while a storage host died, and the time from the host's return to a
    whole mirror again, with the bitmap's dirty share (bitmap resync) next to the array's size (what a full
    resync copies). With --full-resync the full resync is also run and timed (one md member dropped and
    added back without its superblock).
-3. Power-on -> SSH per root mode: each node alone (the reboots the tests timed, or now), and all nodes
-   powered on at once (P5: what concurrent boots cost on this 2-core machine).
+3. Power-on -> SSH per root mode: each node alone (the reboots the tests timed), and all nodes powered on at
+   once (P5: what concurrent boots cost on this 2-core machine): the lab's first site.yml does that, and
+   `hack/lab.sh up` keeps each node's power-on -> sshd; --boot-all (or a lab without that figure) boots them
+   all again here.
 
     hack/lab.sh exec -- python3 bench/root_modes.py [--seconds 20] [--full-resync]
     hack/lab.sh exec -- python3 bench/root_modes.py --ci      # 8 s per fio figure, the rest as measured
@@ -26,16 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from lab.client import INVENTORY, in_lab_netns, labctl, measurements_file, plan_slices, ssh_answers
-from lab.faults import md_state, ssh
+from lab.faults import md_state, multipath_device, ssh
 from lab.paths import Paths, cache_dir
 
 BOOT_TIMEOUT = 900
 FIO_TESTS = (("randread", "4k", "iops"), ("randwrite", "4k", "iops"), ("read", "1M", "bw"))
 
 
-def fio(ssh_config: Path, host: str, target: str, rw: str, bs: str, seconds: int, size: str = "256M") -> dict[str, Any]:
+def fio(ssh_config: Path, host: str, target: str, rw: str, bs: str, seconds: int, size: str = "256M",
+        readonly: bool = False) -> dict[str, Any]:
     out = ssh(ssh_config, host, f"fio --name=b --filename={target} --size={size} --rw={rw} --bs={bs} --direct=1 "
-              f"--ioengine=psync --iodepth=1 --time_based --runtime={seconds} --output-format=json", timeout=600)
+              f"--ioengine=psync --iodepth=1 --time_based --runtime={seconds} --output-format=json"
+              + (" --readonly" if readonly else ""), timeout=600)
     job = json.loads(out[out.index("{"):])["jobs"][0]
     part = job["write" if "write" in rw else "read"]
     return {"iops": part["iops"], "bw": part["bw_bytes"] / 1e6}
@@ -89,6 +94,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=20, help="runtime of each fio figure")
     ap.add_argument("--ci", action="store_true", help="CI size: 8 s per fio figure, boots as the tests timed them")
     ap.add_argument("--full-resync", action="store_true", help="also run and time a full resync of the mirror")
+    ap.add_argument("--boot-all", action="store_true",
+                    help="power every node on at once now (default: the figures of the lab's first site.yml)")
     args = ap.parse_args()
     seconds = 8 if args.ci else args.seconds
     if not in_lab_netns():
@@ -116,6 +123,13 @@ def main() -> int:
     finally:
         ssh(ssh_config, base_host, f"zfs destroy {zvol}", check=False)
     for mode, node in sorted(nodes.items()):
+        if mode == "live":      # RAM only: no storage path to measure
+            continue
+        if mode == "image":     # reads: the multipath map itself; writes land in the RAM overlay (not measured)
+            dev = multipath_device(ssh_config, node)
+            rows[f"{node} ({mode}, multipath)"] = {rw: fio(ssh_config, node, dev, rw, bs, seconds, readonly=True)
+                                                   for rw, bs, _k in FIO_TESTS if "write" not in rw}
+            continue
         target = "/var/tmp/dl-bench-fio.dat"
         ssh(ssh_config, node, f"fio --name=l --filename={target} --size=256M --rw=write --bs=1M --direct=1 "
             "--output=/dev/null >/dev/null")
@@ -130,6 +144,9 @@ def main() -> int:
     for name, r in rows.items():
         cells = []
         for rw, _bs, key in FIO_TESTS:
+            if rw not in r:
+                cells.append("RAM overlay")
+                continue
             v, b = r[rw][key], base[rw][key]
             cells.append(f"{v:8.0f} ({v / b:4.2f}x)" if b else f"{v:8.0f}")
         print(f"  {name:26} {cells[0]:>15} {cells[1]:>16} {cells[2]:>15}")
@@ -154,8 +171,14 @@ def main() -> int:
 
     # 3. boots: each mode alone (as the tests timed them) vs every node at once (now)
     alone = {measured[k]["node"]: measured[k]["seconds"] for k in measured if k.startswith("boot_") and "node" in measured[k]}
-    together = boot_all(ssh_config, list(nodes.values()))
-    print("\nroot_modes: power-on -> SSH, one node alone vs every node at once")
+    # every node at once: the first site.yml of the lab did it (hack/lab.sh up kept each node's power-on -> sshd);
+    # booted again here only when that figure is missing or with --boot-all
+    kept = measured.get("boot_together", {}).get("nodes", {})
+    if args.boot_all or not all(node in kept for node in nodes.values()):
+        together, how = boot_all(ssh_config, list(nodes.values())), "powered on here, power-on -> SSH answers"
+    else:
+        together, how = kept, "the lab's first site.yml, power-on -> sshd active"
+    print(f"\nroot_modes: power-on -> SSH, one node alone (the tests' reboots) vs every node at once ({how})")
     print(f"  {'node':20} {'alone':>9} {'all at once':>12}")
     for mode, node in sorted(nodes.items()):
         a = alone.get(node)

@@ -50,8 +50,12 @@ case "${1:-}" in
     start=$SECONDS
     lab exec -- ansible-playbook playbooks/site.yml
     took=$((SECONDS - start))
-    [ -f "$first" ] || printf '{"seconds": %d, "at": "%s"}\n' "$took" "$(date -u +%FT%TZ)" > "$first"
     echo "lab: site.yml took ${took} s"
+    if [ ! -f "$first" ]; then
+      printf '{"seconds": %d, "at": "%s"}\n' "$took" "$(date -u +%FT%TZ)" > "$first"
+      # it powered every node on at once: each one's power-on -> sshd (bench/root_modes.py prints them)
+      lab exec -- python3 -c 'from lab.client import record_concurrent_boots; record_concurrent_boots()' || true
+    fi
     lab exec -- ansible-playbook playbooks/verify.yml
     # From inside each node: what / is mounted from, and the iSCSI session under it.
     nodes=$(ansible -i "${DL_LAB_INVENTORY:-inventories/lab}" compute --list-hosts | tail -n +2)

@@ -126,6 +126,43 @@ def ssh_answers(ssh_config: Path, host: str) -> bool:
         return False
 
 
+def boot_seconds(ssh_config: Path, nodes: list[str]) -> dict[str, float]:
+    """Power-on -> sshd active of each running node's CURRENT boot, read after the fact (no reboot): from its
+    QEMU process's start (the power-on, host clock) to when ssh.service became active (the node's uptime and
+    the unit's monotonic timestamp, read over SSH and put on the host clock, +-0.5 s)."""
+    status = json.loads(labctl("--json", "status", check=False).stdout or "{}").get("hosts", {})
+    hz = os.sysconf("SC_CLK_TCK")
+    btime = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                 if line.startswith("btime "))
+    took: dict[str, float] = {}
+    for node in nodes:
+        pid = status.get(node, {}).get("pid")
+        if not pid:
+            continue
+        started = btime + int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]) / hz
+        t0 = time.time()
+        proc = subprocess.run(["ssh", "-F", str(ssh_config), "-o", "ConnectTimeout=5", node,
+                               "cut -d' ' -f1 /proc/uptime; systemctl show -p ActiveEnterTimestampMonotonic --value "
+                               "ssh.service"], capture_output=True, text=True, check=False, timeout=60)
+        now = (t0 + time.time()) / 2
+        words = proc.stdout.split()
+        if proc.returncode == 0 and len(words) == 2 and int(words[1]) > 0:
+            took[node] = round(now - (float(words[0]) - int(words[1]) / 1e6) - started, 1)
+    return took
+
+
+def record_concurrent_boots() -> None:
+    """After the first site.yml of a lab (it powered every node on at once): each node's power-on -> sshd,
+    kept for bench/root_modes.py (P5: every node at once vs one alone) so that it need not boot them all again."""
+    nodes = sorted(inventory().get("compute", {}).get("hosts", []))
+    took = boot_seconds(Paths(cache_dir()).ssh_config, nodes)
+    for node, secs in took.items():
+        print(f"lab: {node}: power-on -> sshd {secs:.1f} s (every node powered on at once)")
+    if took:
+        record_timing("every node powered on at once (first site.yml): power-on -> sshd, slowest", max(took.values()),
+                      key="boot_together", nodes=took)
+
+
 def console_text(host: str) -> str:
     """A lab VM's whole serial console log (or the lab's reason why there is none)."""
     proc = labctl("console", host, check=False)

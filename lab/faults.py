@@ -52,6 +52,18 @@ def multipath_paths(ssh_config: Path, node: str) -> dict[str, str]:
     return dict(re.findall(r"\b(\d+:\d+) ([AF])\b", out))
 
 
+def multipath_device(ssh_config: Path, node: str) -> str:
+    """The block device of the node's multipath map (/dev/mapper/<wwid>): the image root's lower layer."""
+    names = ssh(ssh_config, node, "dmsetup ls --target multipath | cut -f1").split()
+    assert len(names) == 1, f"{node}: multipath maps {names}, want one"
+    return f"/dev/mapper/{names[0]}"
+
+
+def device_sha256(ssh_config: Path, node: str, device: str, mib: int) -> str:
+    """sha256 of the first ``mib`` MiB of a block device, read with direct I/O (not from the page cache)."""
+    return ssh(ssh_config, node, f"dd if={device} bs=1M count={mib} iflag=direct status=none | sha256sum").split()[0]
+
+
 def io_errors(ssh_config: Path, node: str) -> list[str]:
     """The kernel log's lines (this boot) that mean an I/O error reached a block device's user."""
     text = ssh(ssh_config, node, "dmesg 2>/dev/null || journalctl -k -b --no-pager")
@@ -63,20 +75,25 @@ def root_options(ssh_config: Path, node: str) -> str:
 
 
 def start_fio(ssh_config: Path, node: str, name: str, rw: str, runtime_s: int, size: str = "48M",
-              rate_iops: int = 50, extra: str = "") -> None:
+              rate_iops: int = 50, extra: str = "", device: str | None = None) -> None:
     """fio in the background on the node: 4 KiB direct I/O on a file of the root file system, crc32c
     verification (writes: verified as they go and at the end), every completion logged (the stall figure),
-    JSON result in /var/tmp/dl-fio-NAME.json. Reads: the file is laid out first (before any fault)."""
+    JSON result in /var/tmp/dl-fio-NAME.json. Reads: the file is laid out first (before any fault).
+    With ``device`` (reads only) fio reads that block device itself, read-only: on an overlay root a file lives
+    in the RAM upper layer (tmpfs: no O_DIRECT on 6.1) and its reads would never reach the storage paths."""
     d = "/var/tmp"
-    args = (f"--name={name} --filename={d}/dl-fio-{name}.dat --size={size} --bs=4k --direct=1 "
+    assert device is None or "write" not in rw, "fio writes only to a file of the root"
+    args = (f"--name={name} --filename={device or f'{d}/dl-fio-{name}.dat'} --size={size} --bs=4k --direct=1 "
             f"--ioengine=psync --rw={rw} --time_based --runtime={runtime_s} --rate_iops={rate_iops} "
             f"--write_lat_log={d}/dl-fio-{name} --log_avg_msec=0 --per_job_logs=0 "
             f"--output-format=json --output={d}/dl-fio-{name}.json {extra}")
     if "write" in rw:
         args += " --verify=crc32c --verify_backlog=16 --verify_fatal=1 --do_verify=1 --fsync=1"
+    if device:
+        args += " --readonly"
     ssh(ssh_config, node, f"rm -f {d}/dl-fio-{name}*; "
         + (f"fio --name=layout --filename={d}/dl-fio-{name}.dat --size={size} --rw=write --bs=1M "
-           f"--direct=1 --output=/dev/null >/dev/null; " if "write" not in rw else "")
+           f"--direct=1 --output=/dev/null >/dev/null; " if "write" not in rw and not device else "")
         + f"nohup fio {args} > {d}/dl-fio-{name}.out 2>&1 & echo started")
 
 

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from lab.client import LabInfo, console_tail, console_text, labctl, record_timing, ssh_answers
-from lab.faults import (io_errors, md_state, multipath_paths, root_options, ssh, start_fio, wait_fio)
+from lab.faults import (device_sha256, io_errors, md_state, multipath_device, multipath_paths, root_options, ssh,
+                        start_fio, wait_fio)
 
 BOOT_TIMEOUT = 900
 HEAL_TIMEOUT = 600
@@ -127,7 +128,7 @@ def test_every_node_runs_clean_with_its_root_modes_iscsi_timeouts(converged: Non
     has its mode's replacement timeout in the kernel: 86400 s on one LUN, seconds under md or multipath."""
     nodes = sorted(h for h, s in slices.items() if s.get("role") == "compute")
     for node in nodes:
-        out = ssh(lab.ssh_config, node, "timeout 300 systemctl is-system-running --wait >/dev/null; "
+        out = ssh(lab.ssh_config, node, "timeout 300 systemctl is-system-running --wait >/dev/null || true; "
                   "systemctl --failed --no-legend --plain | cut -d' ' -f1; echo --; "
                   "cat /sys/class/iscsi_session/session*/recovery_tmo 2>/dev/null; echo --; "
                   "systemctl is-active iscsid.service || true")
@@ -197,9 +198,13 @@ def kill_and_heal(lab: LabInfo, slices: dict[str, Any], victim: str, away_s: flo
     away `away_s`, start it on its disks, and wait until every node is whole again without Ansible."""
     mirror, image, single = node_of(slices, "mirror"), node_of(slices, "image"), node_of(slices, "iscsi")
     single_hit = victim in portals(slices, single)
-    runtime = int(away_s + 240)
+    runtime = int(away_s + 150)    # fio goes on while the victim boots again (~90 s under TCG) and the paths return
     start_fio(lab.ssh_config, mirror, "mirror", "randwrite", runtime)
-    start_fio(lab.ssh_config, image, "image", "randread", runtime)
+    # the image node reads its multipath map itself (its root's writes go to RAM); the bytes read are the
+    # golden image's: the same before the fault and after the heal
+    mp_dev = multipath_device(lab.ssh_config, image)
+    image_bytes = [device_sha256(lab.ssh_config, image, mp_dev, 48)]
+    start_fio(lab.ssh_config, image, "image", "randread", runtime, device=mp_dev)
     if single_hit:
         start_fio(lab.ssh_config, single, "single", "randwrite", runtime)
     time.sleep(15)
@@ -230,8 +235,9 @@ def kill_and_heal(lab: LabInfo, slices: dict[str, Any], victim: str, away_s: flo
                for n, name in ((mirror, "mirror"), (image, "image"), *(((single, "single"),) if single_hit else ()))}
     for n, r in results.items():
         record_timing(f"{n}: longest I/O stall while {victim} died", r["max_gap_s"], key=f"stall_{victim}_{n}")
+    image_bytes.append(device_sha256(lab.ssh_config, image, mp_dev, 48))
     return {"md_while_away": md, "degraded_after_s": degraded_after, "fio": results, "single": single if single_hit else None,
-            "restored": restored, "planned": sorted(e["target_iqn"] for e in slices[victim]["lio_iscsi"]["exports"])}
+            "restored": restored, "image_bytes": image_bytes, "planned": sorted(e["target_iqn"] for e in slices[victim]["lio_iscsi"]["exports"])}
 
 
 def assert_nodes_whole(lab: LabInfo, outcome: dict[str, Any]) -> None:
@@ -241,6 +247,7 @@ def assert_nodes_whole(lab: LabInfo, outcome: dict[str, Any]) -> None:
         assert io_errors(lab.ssh_config, node) == [], (node, io_errors(lab.ssh_config, node))
         assert root_options(lab.ssh_config, node).startswith("rw") or node != outcome["single"], node
     assert outcome["restored"] == ["active", *outcome["planned"]], outcome["restored"]   # no Ansible run
+    assert outcome["image_bytes"][0] == outcome["image_bytes"][1], outcome["image_bytes"]
     md = outcome["md_while_away"]
     assert md["degraded"] == "1" and sorted("faulty" in s for s in md["members"].values()) in ([False, True], [False]), md
 

@@ -1,13 +1,12 @@
 """The storage host role in the real lab VM, checked from an iSCSI initiator (the same VM, over loopback).
 
 `playbooks/storage.yml` is applied to the lab inventory's storage hosts, with two more nodes in the plan
-(`spare_inventory`: node091 and node092, no VM) whose volumes and exports sch1 gets like any node's; then real
+(`spare_inventory`: node081 and node082, no VM) whose volumes and exports sch1 gets like any node's; then real
 `iscsiadm` on sch1 logs in AS those two nodes (one open-iscsi iface per node with `iface.initiatorname`, so
 several can be logged in at once) with the plan's CHAP + mutual CHAP. The lab's own nodes keep running from
 their roots on the same storage host the whole time: the tests never touch their volumes. Every test needs
 only the module's first converge (`first_converge`): idempotence, logins and refusals, the destroy refusal,
-one node's export changed under another node's live session (the planned exports are converged again
-afterwards). At the end the storage hosts are converged with the lab inventory alone: the spares' exports
+one node's export changed under another node's live session. At the end the storage hosts are converged with the lab inventory alone: the spares' exports
 go (their volumes stay: nothing is pruned without `storage_host_prune`). What a storage host restores at boot
 without Ansible is checked where it really happens: the fault tests (a killed host started again) and the
 A/B updates (a clean reboot).
@@ -31,24 +30,24 @@ from lab.client import INVENTORY, REPO, LabInfo, ansible_json, no_json, node_cre
 
 PLAYBOOK = REPO / "playbooks" / "storage.yml"
 HOST = "sch1"                      # the lab inventory's storage host
-NODES = ("node091", "node092")     # the spare nodes the tests log in as (spare_inventory)
+NODES = ("node081", "node082")     # the spare nodes the tests log in as (spare_inventory)
 INTRUDER_IQN = "iqn.2026-11.org.example.lab:intruder"
-# In the plan, not in the lab: no VM, no boot; an iSCSI root on sch1 each (IP from the name: 10.77.0.191/192).
+# In the plan, not in the lab: no VM, no boot; an iSCSI root on sch1 each (IP from the name: 10.77.0.181/182, below the dynamic range).
 SPARES = """\
 all:
   children:
     compute:
       hosts:
-        node091:
-          node_mac: "52:54:00:77:09:01"
+        node081:
+          node_mac: "52:54:00:77:08:01"
           node_storage: [sch1]
-          node_chap_secret: lab-n091-chap-2c8e
-          node_chap_mutual_secret: lab-n091-mutual-9d41
-        node092:
-          node_mac: "52:54:00:77:09:02"
+          node_chap_secret: lab-n081-chap-2c8e
+          node_chap_mutual_secret: lab-n081-mutual-9d41
+        node082:
+          node_mac: "52:54:00:77:08:02"
           node_storage: [sch1]
-          node_chap_secret: lab-n092-chap-6a07
-          node_chap_mutual_secret: lab-n092-mutual-3b95
+          node_chap_secret: lab-n082-chap-6a07
+          node_chap_mutual_secret: lab-n082-mutual-3b95
 """
 
 
@@ -194,16 +193,11 @@ def slices(lab: LabInfo, spare_inventory: list[Path]) -> dict[str, dict[str, Any
 
 @pytest.fixture(scope="module")
 def first_converge(lab: LabInfo, slices: dict[str, Any], spare_inventory: list[Path]) -> Iterator[dict[str, Any]]:
+    """storage.yml with the spare nodes; at the end of the module, with the lab inventory alone: the exports as
+    the lab plans them (the spares' go, and with them what a test changed on a spare's export)."""
     # a storage host left over from an earlier session of a lab that stayed up is fine: the role converges it
     yield converge("first converge (+ the spare nodes)", spare_inventory)
     converge("the lab inventory alone again (the spares' exports go)", [INVENTORY])
-
-
-@pytest.fixture
-def planned_exports_again(first_converge: dict[str, Any], spare_inventory: list[Path]) -> Iterator[None]:
-    """For a test that converges with changed exports: storage.yml as planned again afterwards."""
-    yield
-    converge("the planned exports again", spare_inventory)
 
 
 # ------------------------------------------------------------------------------------------ tests
@@ -325,7 +319,7 @@ def test_destroying_a_cloned_golden_volume_is_refused_and_destroys_nothing(
 
 def test_changing_one_nodes_export_keeps_another_nodes_session(
         lab: LabInfo, slices: dict[str, Any], first_converge: dict[str, Any], spare_inventory: list[Path],
-        planned_exports_again: None, tmp_path: Path) -> None:
+        tmp_path: Path) -> None:
     n1, n2 = NODES
     t1, t2 = target(slices, n1), target(slices, n2)
     acl2 = slices[n2]["initiator_iqn"]
@@ -343,7 +337,7 @@ echo "lio $(grep -o 'LIO Session ID: [0-9]*' {lio_info} | tr -dc 0-9)"
     lio_before = next(line.split()[1] for line in out.splitlines() if line.startswith("lio "))
     assert before["state"] == "LOGGED_IN" and lio_before
 
-    new_secret = "lab-n091-changed-" + os.urandom(4).hex()
+    new_secret = "lab-n081-changed-" + os.urandom(4).hex()
     changed = tmp_path / "changed-secret.yml"       # a later -i source: its host var wins
     changed.write_text(f"all:\n  hosts:\n    {n1}:\n      node_chap_secret: {new_secret}\n")
     run = converge(f"{n1}'s CHAP secret changed, {n2} logged in", [*spare_inventory, changed])

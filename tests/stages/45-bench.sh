@@ -8,6 +8,6 @@ cd "$DL_ROOT" || exit 1
 echo "--- bench/plan_scale.py"
 python bench/plan_scale.py
 echo "--- bench/provisioning_scale.py"
-python bench/provisioning_scale.py --sizes 10,100,1000
+python bench/provisioning_scale.py --sizes 10,1000
 echo "--- bench/slice_scale.py"
 python bench/slice_scale.py --sizes 10,100,1000
