@@ -15,7 +15,7 @@ from typing import Any
 MD_STATE_SH = r"""
 md=$(readlink -f /dev/md/dlroot); n=${md##*/}; d=/sys/block/$n/md
 echo "array $n $(cat $d/array_state) degraded=$(cat $d/degraded) action=$(cat $d/sync_action)" \
-     "bitmap=$(cat $d/bitmap/location) completed=$(cat $d/sync_completed)"
+     "bitmap=$(cat $d/bitmap/location) completed=$(tr -d ' ' < $d/sync_completed)"
 for m in $d/dev-*; do echo "member ${m##*/dev-} $(cat $m/state)"; done
 """
 
@@ -40,7 +40,7 @@ def md_state(ssh_config: Path, node: str) -> dict[str, Any]:
         words = line.split()
         if words and words[0] == "array":
             out["name"], out["array_state"] = words[1], words[2]
-            out.update(dict(w.split("=", 1) for w in words[3:]))
+            out.update(dict(w.split("=", 1) for w in words[3:] if "=" in w))   # completed: "none" or "done/total"
         elif words and words[0] == "member":
             out["members"][words[1]] = words[2] if len(words) > 2 else ""
     return out

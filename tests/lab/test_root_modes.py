@@ -45,7 +45,7 @@ def wait_for(what: str, check: Any, timeout: float, every: float = 5.0) -> float
     while time.monotonic() - t0 < timeout:
         try:
             last = check()
-        except (AssertionError, OSError) as exc:  # an SSH hiccup while a node heals
+        except (AssertionError, OSError, subprocess.TimeoutExpired) as exc:  # an SSH hiccup while a node heals
             last = exc
         else:
             if last is True:
@@ -130,7 +130,7 @@ def test_every_node_runs_clean_with_its_root_modes_iscsi_timeouts(converged: Non
     for node in nodes:
         out = ssh(lab.ssh_config, node, "timeout 300 systemctl is-system-running --wait >/dev/null || true; "
                   "systemctl --failed --no-legend --plain | cut -d' ' -f1; echo --; "
-                  "cat /sys/class/iscsi_session/session*/recovery_tmo 2>/dev/null; echo --; "
+                  "cat /sys/class/iscsi_session/session*/recovery_tmo 2>/dev/null || true; echo --; "
                   "systemctl is-active iscsid.service || true")
         failed, tmo, iscsid = (part.split() for part in out.split("--\n"))
         assert failed == [], f"{node}: failed units {failed}"
@@ -198,6 +198,10 @@ def kill_and_heal(lab: LabInfo, slices: dict[str, Any], victim: str, away_s: flo
     away `away_s`, start it on its disks, and wait until every node is whole again without Ansible."""
     mirror, image, single = node_of(slices, "mirror"), node_of(slices, "image"), node_of(slices, "iscsi")
     single_hit = victim in portals(slices, single)
+    # the state this test needs: every node whole (an earlier fault's resync done). Killing a host while the
+    # mirror still resyncs onto the other one would lose the node's root: never do that, not even in a test
+    wait_for(f"{mirror}: md whole before {victim} is killed", lambda: md_healthy(lab, mirror), HEAL_TIMEOUT)
+    wait_for(f"{image}: both paths active before {victim} is killed", lambda: mp_healthy(lab, image, 2), HEAL_TIMEOUT)
     runtime = int(away_s + 150)    # fio goes on while the victim boots again (~90 s under TCG) and the paths return
     start_fio(lab.ssh_config, mirror, "mirror", "randwrite", runtime)
     # the image node reads its multipath map itself (its root's writes go to RAM); the bytes read are the
