@@ -202,7 +202,7 @@ def kill_and_heal(lab: LabInfo, slices: dict[str, Any], victim: str, away_s: flo
     # mirror still resyncs onto the other one would lose the node's root: never do that, not even in a test
     wait_for(f"{mirror}: md whole before {victim} is killed", lambda: md_healthy(lab, mirror), HEAL_TIMEOUT)
     wait_for(f"{image}: both paths active before {victim} is killed", lambda: mp_healthy(lab, image, 2), HEAL_TIMEOUT)
-    runtime = int(away_s + 150)    # fio goes on while the victim boots again (~90 s under TCG) and the paths return
+    runtime = int(away_s + 120)    # fio goes on while the victim boots again (~60-90 s under TCG) and the paths return
     start_fio(lab.ssh_config, mirror, "mirror", "randwrite", runtime)
     # the image node reads its multipath map itself (its root's writes go to RAM); the bytes read are the
     # golden image's: the same before the fault and after the heal
@@ -259,7 +259,7 @@ def assert_nodes_whole(lab: LabInfo, outcome: dict[str, Any]) -> None:
 @pytest.mark.destructive
 def test_a_mirror_and_an_image_node_outlive_the_death_of_sch2(converged: None, lab: LabInfo,
                                                               slices: dict[str, Any]) -> None:
-    outcome = kill_and_heal(lab, slices, "sch2", 60)
+    outcome = kill_and_heal(lab, slices, "sch2", 30)     # long enough for md and multipath to fail it (~5 s)
     assert_nodes_whole(lab, outcome)
 
 
