@@ -161,6 +161,14 @@ def cmd_kill(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
     return {"changed": bool(killed), "killed_at": killed}
 
 
+def close_control_masters(directory: Path) -> None:
+    """End Ansible's SSH control masters to the lab's hosts (their sockets in ``directory``): a master outlives
+    its VM and its namespace, and a later lab with the same addresses would send every task into it."""
+    for sock in sorted(directory.glob("*")) if directory.is_dir() else []:
+        subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "lab-host"], capture_output=True,
+                       check=False, timeout=30)
+
+
 def cmd_down(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
     require_root()
     if args.hosts:  # power off only these VMs (their disks/volumes stay); the lab stays up
@@ -194,6 +202,7 @@ def cmd_down(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
                 log(f"{d.name}: stopped")
                 changed = True
         (p.ssh / NODE_KNOWN_HOSTS).unlink(missing_ok=True)
+        close_control_masters(p.run / "ansible-cp")
         strays = stray_processes(p)
         if strays:
             log(f"killing stray lab processes: {strays}")
