@@ -112,11 +112,13 @@ def wait_fio(ssh_config: Path, node: str, name: str, timeout_s: float) -> dict[s
         if time.monotonic() > deadline:
             raise AssertionError(f"{node}: fio {name} still running after {timeout_s:.0f} s")
         time.sleep(5)
-    text = ssh(ssh_config, node, f"cat {d}/dl-fio-{name}.json 2>/dev/null; echo; echo ===; "
-               f"cat {d}/dl-fio-{name}.out; echo ===; "
+    text = ssh(ssh_config, node, f"cat {d}/dl-fio-{name}.json 2>/dev/null; echo; echo @@@out; "
+               f"cat {d}/dl-fio-{name}.out; echo; echo @@@gaps; "
                f"cat {d}/dl-fio-{name}_lat*.log 2>/dev/null | cut -d, -f1 | sort -n | "
                "awk 'NR>1 && $1-p > 1000 {print p, $1} {p=$1}'")
-    result_text, output, gaps_text = text.split("\n===\n")
+    # (each part may be empty: the markers have a line of their own)
+    result_text, rest = text.split("\n@@@out\n", 1)
+    output, gaps_text = rest.split("\n@@@gaps\n", 1)
     try:
         job = json.loads(result_text[result_text.index("{"):])["jobs"][0]
     except ValueError as exc:
