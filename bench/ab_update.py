@@ -15,7 +15,8 @@ Runs INSIDE the lab namespace (docs/ab_update.md):
     hack/lab.sh exec -- python3 bench/ab_update.py --ci   # one of each, --reuse
 The first run also does the A/B first install (a few minutes), as the lab tests do. With --reuse (implied by
 --ci) the update and rollback that tests/lab/test_ab_update.py measured on this lab (lab/run/measurements.json,
-gone with `down`) are printed instead of being done again; only what is missing is measured.
+gone with `down`) are printed instead of being done again; only what is missing is measured (not with --ci:
+there a missing figure means the A/B tests failed, and the bench says so and exits 1).
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def one(kind: str, n: int) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--runs", type=int, default=2, help="updates and rollbacks each (median printed)")
-    ap.add_argument("--ci", action="store_true", help="CI size: one update, one rollback, --reuse")
+    ap.add_argument("--ci", action="store_true",
+                    help="CI: only the update and rollback the lab tests measured (--reuse; none: exit 1)")
     ap.add_argument("--reuse", action="store_true",
                     help="take the update and rollback tests/lab/test_ab_update.py measured on this lab (lab/run/measurements.json) "
                          "instead of doing them again")
@@ -84,6 +86,12 @@ def main() -> int:
             results[kind].append({"downtime": m["seconds"], "ssh": math.nan, "play": m.get("play_seconds", math.nan),
                                   "image": math.nan})
             print(f"ab_update: {kind}: reusing the figure measured by the lab tests ({m['what']}: {m['seconds']} s)")
+    if args.ci and any(not results[kind] for kind in results):
+        # CI measures nothing twice: no figure from the A/B tests means they failed, and a whole update and
+        # rollback of its own (~13 min) would only push the run towards the CI time limit
+        missing = ", ".join(kind for kind in results if not results[kind])
+        print(f"ab_update: --ci: the lab tests measured no {missing} on this lab (did tests/lab/test_ab_update.py run?)")
+        return 1
     if any(not results[kind] for kind in results):
         bring_up()
     for n in range(runs):

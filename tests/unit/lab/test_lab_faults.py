@@ -19,14 +19,14 @@ member sdb spare,failfast
 """
 
 
-@pytest.mark.parametrize("text, want", [
-    (IDLE, {"degraded": "0", "action": "idle", "completed": "none", "members": {"sda": "in_sync,failfast",
-                                                                               "sdb": "in_sync,failfast"}}),
-    (RECOVERING, {"degraded": "1", "action": "recover", "completed": "1660928/4194176",
-                  "members": {"sda": "in_sync,failfast", "sdb": "spare,failfast"}}),
-])
-def test_md_state_reads_an_idle_and_a_resyncing_mirror(monkeypatch: pytest.MonkeyPatch, text: str,
-                                                      want: dict) -> None:
+IDLE_WANT = {"degraded": "0", "action": "idle", "completed": "none",
+             "members": {"sda": "in_sync,failfast", "sdb": "in_sync,failfast"}}
+RECOVERING_WANT = {"degraded": "1", "action": "recover", "completed": "1660928/4194176",
+                   "members": {"sda": "in_sync,failfast", "sdb": "spare,failfast"}}
+
+
+@pytest.mark.parametrize("text, want", [(IDLE, IDLE_WANT), (RECOVERING, RECOVERING_WANT)])
+def test_md_state_reads_an_idle_and_a_resyncing_mirror(monkeypatch: pytest.MonkeyPatch, text: str, want: dict) -> None:
     monkeypatch.setattr(faults, "ssh", lambda *_a, **_k: text)
     got = faults.md_state(Path("/dev/null"), "node002")
     assert {k: got[k] for k in want} == want
