@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab.client import INVENTORY, ansible_json, console_tail, inventory, no_json, plan_slices, record_timing
+from lab.client import (INVENTORY, ansible_json, console_tail, inventory, inventory_args, no_json, plan_slices,
+                        record_timing)
 from lab.paths import REPO, Paths, cache_dir
 
 
@@ -102,9 +103,8 @@ def playbook(path: Path, what: str, extra_vars: dict[str, Any] | None = None,
              more_inventory: Path | None = None, limit: str | None = None) -> PlayResult:
     """ansible-playbook with the JSON callback; never raises on a failed play (the caller asserts).
     more_inventory: a second inventory source added to the lab's (more hosts for the same groups)."""
-    argv = ["ansible-playbook", "-i", str(INVENTORY), str(path), "--limit", limit or HOST]
-    if more_inventory is not None:
-        argv[3:3] = ["-i", str(more_inventory)]
+    sources = inventory_args(INVENTORY, *([more_inventory] if more_inventory is not None else []))
+    argv = ["ansible-playbook", *sources, str(path), "--limit", limit or HOST]
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
     t0 = time.monotonic()

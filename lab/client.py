@@ -75,11 +75,17 @@ def ansible_json(argv: list[str],
         return proc, None
 
 
+def inventory_args(*inventories: Path) -> list[str]:
+    """`-i A -i B ...`: several inventory sources read as one (a later source adds hosts, or overrides a host's
+    variables)."""
+    return [arg for inv in inventories for arg in ("-i", str(inv))]
+
+
 def plan_slices(inventory: Path | list[Path], hosts: str = "provisioning:storage:compute") -> dict[str, dict[str, Any]]:
     """Every host's slice of the plan (diskless.cluster.plan_slice, on the controller: no host is contacted),
     secrets included: the lab tests act as the nodes' initiators with the CHAP credentials of the storage
-    hosts' slices. Several inventories (a list) are read as one, like several `-i` of ansible."""
-    sources = [a for inv in (inventory if isinstance(inventory, list) else [inventory]) for a in ("-i", str(inv))]
+    hosts' slices. Several inventories (a list) are read as one (inventory_args)."""
+    sources = inventory_args(*(inventory if isinstance(inventory, list) else [inventory]))
     proc, data = ansible_json(["ansible", *sources, hosts, "-m", "diskless.cluster.plan_slice"])
     assert proc.returncode == 0 and data, no_json("plan_slice", proc)
     return {host: result["slice"] for host, result in data["plays"][0]["tasks"][0]["hosts"].items()}

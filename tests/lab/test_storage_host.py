@@ -26,7 +26,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from lab.client import INVENTORY, REPO, LabInfo, ansible_json, no_json, node_credentials, plan_slices, record_timing
+from lab.client import (INVENTORY, REPO, LabInfo, ansible_json, inventory_args, no_json, node_credentials, plan_slices,
+                        record_timing)
 
 PLAYBOOK = REPO / "playbooks" / "storage.yml"
 HOST = "sch1"                      # the lab inventory's storage host
@@ -61,7 +62,7 @@ def run_json(argv: list[str]) -> tuple[subprocess.CompletedProcess[str], dict[st
 
 def converge(what: str, inventories: list[Path], extra_vars: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run playbooks/storage.yml; return {"tasks": [(name, host result)], "stats": ..., "rc": ...}."""
-    argv = ["ansible-playbook", *(a for inv in inventories for a in ("-i", str(inv))), str(PLAYBOOK)]
+    argv = ["ansible-playbook", *inventory_args(*inventories), str(PLAYBOOK)]
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
     t0 = time.monotonic()
