@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab.client import INVENTORY, ansible_json, in_lab_netns, inventory, labctl, no_json
+from lab.client import INVENTORY, ansible_json, in_lab_netns, inventory, labctl, new_zvol_sh, no_json
 
 HOST = "sch1"
 OBJECTS_PER_EXPORT = 7  # backstore, target (+tpg1), tpg attributes, portal, lun, acl (+mapped lun), acl auth
@@ -187,9 +187,8 @@ def bench_clone(lab: Lab, data_mib: int) -> None:
     disk = lab.scratch_disk
     out = lab.ssh(f"""
 zpool create -f -o ashift=12 -O compression=off -O mountpoint=none {SCRATCH_POOL} {disk}
-zfs create -s -V 512M -o volblocksize=16K -o volmode=dev {SCRATCH_POOL}/golden
-for i in $(seq 100); do [ -b /dev/zvol/{SCRATCH_POOL}/golden ] && break; udevadm settle; sleep 0.2; done
-dd if=/dev/urandom of=/dev/zvol/{SCRATCH_POOL}/golden bs=1M count={data_mib} oflag=direct conv=fsync status=none
+{new_zvol_sh(f"{SCRATCH_POOL}/golden", "512M -o volblocksize=16K")}
+dd if=/dev/urandom of=/dev/zvol/{SCRATCH_POOL}/golden bs=1M count={data_mib} oflag=direct conv=fsync,nocreat status=none
 zfs snapshot {SCRATCH_POOL}/golden@v1
 sync
 t0=$(date +%s%N); zfs clone -o volmode=dev {SCRATCH_POOL}/golden@v1 {SCRATCH_POOL}/clone; t1=$(date +%s%N)

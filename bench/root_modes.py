@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab.client import INVENTORY, in_lab_netns, labctl, measurements_file, plan_slices, ssh_answers
+from lab.client import INVENTORY, in_lab_netns, labctl, measurements_file, new_zvol_sh, plan_slices, ssh_answers
 from lab.faults import md_state, multipath_device, ssh
 from lab.paths import Paths, cache_dir
 
@@ -114,8 +114,8 @@ def main() -> int:
     base_host = storage[0]
     pool = slices[base_host]["zfs_volumes"]["pool"]
     zvol = f"{pool}/dl-bench-fio"
-    ssh(ssh_config, base_host, f"zfs list {zvol} >/dev/null 2>&1 || zfs create -s -V 1G -o volmode=dev {zvol}; "
-        f"udevadm settle; dd if=/dev/urandom of=/dev/zvol/{zvol} bs=1M count=256 oflag=direct status=none")
+    ssh(ssh_config, base_host, new_zvol_sh(zvol, "1G")
+        + f"dd if=/dev/urandom of=/dev/zvol/{zvol} bs=1M count=256 oflag=direct conv=nocreat status=none")
     rows: dict[str, dict[str, dict[str, float]]] = {}
     try:
         rows[f"{base_host} zvol (local)"] = {rw: fio(ssh_config, base_host, f"/dev/zvol/{zvol}", rw, bs, seconds)

@@ -123,6 +123,15 @@ def run_site(inventory: Path, what: str, key: str | None = None) -> dict[str, An
     return {"stats": data["stats"], "changed": changed}
 
 
+def new_zvol_sh(zvol: str, size: str) -> str:
+    """Shell lines for a storage host: create a sparse zvol (volmode=dev) unless it exists and wait for its
+    /dev/zvol link. ZFS makes the device asynchronously, after `udevadm settle` may have returned: a write to
+    the link before it exists would create a file on /dev (devtmpfs) instead."""
+    return (f"zfs list {zvol} >/dev/null 2>&1 || zfs create -s -V {size} -o volmode=dev {zvol}\n"
+            f"for i in $(seq 120); do [ -b /dev/zvol/{zvol} ] && break; udevadm settle; sleep 0.5; done\n"
+            f"[ -b /dev/zvol/{zvol} ] || {{ echo 'no block device /dev/zvol/{zvol}' >&2; exit 1; }}\n")
+
+
 def ssh_answers(ssh_config: Path, host: str) -> bool:
     """Whether a lab host answers `ssh true` (within a minute)."""
     try:

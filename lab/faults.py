@@ -22,6 +22,7 @@ for m in $d/dev-*; do echo "member ${m##*/dev-} $(cat $m/state)"; done
 # the kernel log lines that mean an I/O error reached a file system or a block device's user
 IO_ERROR_RE = re.compile(r"I/O error|Buffer I/O error|EXT4-fs error|Remounting filesystem read-only|"
                          r"Aborting journal|blk_update_request|critical medium error", re.I)
+DEVICE_RE = re.compile(r"\bdev(?:ice)?[ =(]+([\w-]+)")
 
 
 def ssh(ssh_config: Path, host: str, script: str, timeout: float = 300, check: bool = True) -> str:
@@ -64,10 +65,35 @@ def device_sha256(ssh_config: Path, node: str, device: str, mib: int) -> str:
     return ssh(ssh_config, node, f"dd if={device} bs=1M count={mib} iflag=direct status=none | sha256sum").split()[0]
 
 
-def io_errors(ssh_config: Path, node: str) -> list[str]:
-    """The kernel log's lines (this boot) that mean an I/O error reached a block device's user."""
-    text = ssh(ssh_config, node, "dmesg 2>/dev/null || journalctl -k -b --no-pager")
-    return [line for line in text.splitlines() if IO_ERROR_RE.search(line)]
+def mark_kernel_log(ssh_config: Path, node: str, marker: str) -> None:
+    """Write a line into the node's kernel log: io_errors(after=marker) reads only what came after it."""
+    ssh(ssh_config, node, f"echo {shlex.quote('diskless-lab: ' + marker)} > /dev/kmsg")
+
+
+def io_errors(ssh_config: Path, node: str, after: str = "", absorbed: frozenset[str] = frozenset()) -> list[str]:
+    """The kernel log's lines (this boot; after the last ``mark_kernel_log(after)`` line) that mean an I/O error
+    reached a block device's user. A line that names a device of ``absorbed`` (the md half or multipath path
+    that md or dm-multipath failed over: its errors are how they learn the path is gone) does not count; one on
+    the md device, the map or the file system does."""
+    text = ssh(ssh_config, node, "dmesg")
+    lines = text.splitlines()
+    marks = [i for i, line in enumerate(lines) if after and f"diskless-lab: {after}" in line]
+    lines = lines[marks[-1] + 1:] if marks else lines
+    return [line for line in lines if IO_ERROR_RE.search(line)
+            and not ({m.group(1) for m in DEVICE_RE.finditer(line)} & absorbed)]
+
+
+def disks_by_portal(ssh_config: Path, node: str) -> dict[str, frozenset[str]]:
+    """portal IP -> the SCSI disks (sdb) of the node's iSCSI sessions to it (iscsiadm -m session -P 3)."""
+    out = ssh(ssh_config, node, "iscsiadm -m session -P 3 2>/dev/null || true")
+    found: dict[str, set[str]] = {}
+    portal = ""
+    for line in out.splitlines():
+        if m := re.match(r"\s*Current Portal: \[?([0-9a-fA-F.:]+?)\]?:\d+,", line):
+            portal = m.group(1)
+        elif m := re.search(r"Attached scsi disk (\w+)", line):
+            found.setdefault(portal, set()).add(m.group(1))
+    return {k: frozenset(v) for k, v in found.items()}
 
 
 def root_options(ssh_config: Path, node: str) -> str:
