@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -176,6 +177,55 @@ def record_concurrent_boots() -> None:
     if took:
         record_timing("every node powered on at once (first site.yml): power-on -> sshd, slowest", max(took.values()),
                       key="boot_together", nodes=took)
+
+
+LUKS_FIRST_BOOT_RE = re.compile(r"luks: (\S+) encrypted and bound to Tang in (\d+) s \((\d+) MiB\)")
+
+
+def record_luks_first_boots() -> None:
+    """After the first site.yml of a lab: what each LUKS node's first boot spent encrypting its volume in place
+    (the initramfs says it on the console), kept for bench/root_modes.py (first-boot cost per GiB)."""
+    inv = inventory()
+    hostvars = inv.get("_meta", {}).get("hostvars", {})
+    for node in sorted(inv.get("compute", {}).get("hosts", [])):
+        if not hostvars.get(node, {}).get("node_luks"):
+            continue
+        found = LUKS_FIRST_BOOT_RE.findall(console_text(node))
+        if not found:
+            print(f"lab: {node}: no first-boot encryption on its console (already encrypted?)")
+            continue
+        dev, secs, mib = found[0]
+        print(f"lab: {node}: first boot encrypted {dev} ({mib} MiB) in place in {secs} s")
+        record_timing(f"{node}: first boot, LUKS encryption in place of {mib} MiB", float(secs),
+                      key=f"luks_first_boot_{node}", node=node, mib=int(mib))
+
+
+def wait_until(what: str, check: Any, timeout: float, every: float = 5.0) -> float:
+    """Seconds until ``check()`` returns True; an SSH hiccup (OSError, timeout, AssertionError of an ssh helper)
+    while a machine reboots or heals counts as not yet. AssertionError naming ``what`` and the last answer
+    after ``timeout``."""
+    t0 = time.monotonic()
+    last: Any = None
+    while time.monotonic() - t0 < timeout:
+        try:
+            last = check()
+        except (AssertionError, OSError, subprocess.TimeoutExpired) as exc:
+            last = exc
+        else:
+            if last is True:
+                return time.monotonic() - t0
+        time.sleep(every)
+    raise AssertionError(f"{what}: not after {timeout:.0f} s (last: {last!r})")
+
+
+def wait_ssh(ssh_config: Path, host: str, timeout: float = 900) -> float:
+    """Seconds until a (re)booting lab machine answers SSH; AssertionError with its console's tail if not."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if ssh_answers(ssh_config, host):
+            return time.monotonic() - t0
+        time.sleep(2)
+    raise AssertionError(f"{host}: no SSH {timeout:.0f} s after power-on\n{console_tail(host)}")
 
 
 def console_text(host: str) -> str:

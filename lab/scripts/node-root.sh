@@ -9,6 +9,14 @@ mode=unknown
 [ -r /run/diskless/root.env ] && . /run/diskless/root.env && mode=${DL_ROOT_MODE:-unknown}
 fstype=$(findmnt -no FSTYPE /)
 src=$(findmnt -no SOURCE /)
+# an encrypted root (node_luks): / is a LUKS dm-crypt device over the mode's own device (the LUN, the md array)
+luks=
+top=$(basename "$(readlink -f "$src")")
+case $(cat "/sys/block/$top/dm/uuid" 2>/dev/null) in
+CRYPT-LUKS*)
+    luks=", encrypted: LUKS $(cat "/sys/block/$top/dm/name") ($top)"
+    for slave in "/sys/block/$top/slaves"/*; do src=/dev/${slave##*/}; break; done ;;
+esac
 
 # "sdX (target from portal, STATE)" of one iSCSI disk, or nothing when it is not on a session
 disk_path() {
@@ -23,7 +31,7 @@ case $mode in
 iscsi)
     dev=$(basename "$(readlink -f "$src")")
     p=$(disk_path "$dev") || { echo "$name: / is $src, NOT on an iSCSI disk"; exit 1; }
-    echo "$name: / is $src ($fstype) on iSCSI disk $p as $(sed -n 's/^InitiatorName=//p' /etc/iscsi/initiatorname.iscsi)" ;;
+    echo "$name: / is $src ($fstype) on iSCSI disk $p as $(sed -n 's/^InitiatorName=//p' /etc/iscsi/initiatorname.iscsi)$luks" ;;
 mirror)
     md=$(basename "$(readlink -f "$src")")
     d=/sys/block/$md/md
@@ -33,7 +41,7 @@ mirror)
         dev=${m##*/dev-}
         line="$line $(disk_path "$dev" || echo "$dev") [$(cat "$m/state")];"
     done
-    echo "$line" ;;
+    echo "$line$luks" ;;
 image)
     lower=$(findmnt -no SOURCE /run/diskless/lower)
     dm=$(basename "$(readlink -f "$lower")")

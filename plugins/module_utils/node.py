@@ -177,8 +177,20 @@ def local_disks(sys_root="/sys"):
     return found
 
 
+def luks_layer(layers):
+    """The dm-crypt (LUKS) device on top of the root's stack, or None: an encrypted root (``node_luks``) is
+    LUKS over the mode's own device (the LUN, or the md array)."""
+    top = layers[0] if layers else {}
+    if top.get("kind") == "dm" and (top.get("dm_uuid") or "").startswith("CRYPT-LUKS"):
+        return top
+    return None
+
+
 def root_mode(fstype, layers, overlay):
-    """The root mode a root adds up to: iscsi, mirror, image, live, or None (none of them)."""
+    """The root mode a root adds up to: iscsi, mirror, image, live, or None (none of them). A LUKS layer on
+    top does not change the mode: it is read from what the dm-crypt device stands on."""
+    if fstype != "overlay" and luks_layer(layers):
+        layers = layers[1:]
     top = layers[0] if layers else {}
     if fstype == "overlay":
         if overlay.get("lower", {}).get("fstype") == "squashfs":
@@ -249,6 +261,7 @@ def describe(sys_root="/sys", proc_root="/proc", run_root="/run"):
     if name and name.startswith("loop"):
         overlay["lower"]["backing_file"] = _read(os.path.join(sys_root, "class", "block", name, "loop", "backing_file"))
     mode = root_mode(fstype, layers, overlay)
+    luks = luks_layer(layers) if fstype != "overlay" else None
     root = {
         "source": source,
         "fstype": fstype,
@@ -258,6 +271,9 @@ def describe(sys_root="/sys", proc_root="/proc", run_root="/run"):
         "on_iscsi": bool(root_disks) and all(d["transport"] == "iscsi" for d in root_disks),
         "mode": mode,
         "paths": path_health(layers, [d for d in root_disks if d["transport"] == "iscsi"]),
+        # the dm-crypt device the root is mounted from and what it decrypts (the LUN or the md array)
+        "luks": {"device": luks["name"], "dm_name": luks.get("dm_name"),
+                 "backing": layers[1]["name"] if len(layers) > 1 else None} if luks else None,
     }
     if overlay:
         root["overlay"] = overlay

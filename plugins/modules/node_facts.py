@@ -18,6 +18,8 @@ description:
   - A root that is an overlay (root modes V(image) and V(live)) is described through its lower layer (the
     multipath device of the shared image, or the squashfs in RAM); C(root.mode) names the root mode the
     stack adds up to and C(root.paths) the health of every path (md member state, iSCSI session state, SCSI device state).
+  - An encrypted root (inventory C(node_luks)) is a LUKS dm-crypt device on top of the mode's device; C(root.luks) names
+    it and what it decrypts, and C(root.mode) is the mode of the device under it.
   - Also lists every iSCSI session and the node's local disks, which a diskless node does not have.
   - Used by C(playbooks/verify.yml) to report the health of every node.
 extends_documentation_fragment:
@@ -67,6 +69,7 @@ ansible_facts:
             mode: iscsi
             paths: [{disk: sda, portal: 10.77.0.11, target: "iqn.2026-11.org.example.lab:sch1.node001-root",
                      session_state: LOGGED_IN, device_state: running, md_member_state: null, ok: true}]
+            luks: null
             stack: [{name: sda, kind: disk, depth: 0}]
             disks:
               - name: sda

@@ -20,8 +20,8 @@ from typing import Any, Callable
 
 import pytest
 
-from lab.client import (INVENTORY, REPO, LabInfo, ansible_json, console_tail, labctl, no_json, record_timing,
-                        run_site, ssh_answers)
+from lab.client import (INVENTORY, REPO, LabInfo, ansible_json, labctl, no_json, record_timing,
+                        run_site, wait_ssh)
 
 STORAGE = "sch1"
 BOOT_TIMEOUT = 900
@@ -42,12 +42,7 @@ def _q(text: str) -> str:
 
 
 def wait_for_ssh(lab: LabInfo, host: str, timeout: float = BOOT_TIMEOUT) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if ssh_answers(lab.ssh_config, host):
-            return time.monotonic() - t0
-        time.sleep(2)
-    pytest.fail(f"{host}: no SSH {timeout:.0f} s after power-on\n{console_tail(host)}", pytrace=False)
+    return wait_ssh(lab.ssh_config, host, timeout)
 
 
 SESSIONS_SH = ("for s in /sys/class/iscsi_session/session*; do [ -e $s ] || continue; "
@@ -153,7 +148,7 @@ def test_root_is_the_nodes_own_iscsi_lun(converged: None, lab: LabInfo, slices: 
 
 def test_a_file_survives_the_nodes_reboot_and_stays_private(converged: None, lab: LabInfo,
                                                             nodes: list[str], slices: dict[str, Any]) -> None:
-    a = next(n for n in nodes if slices[n]["root"] == "iscsi")
+    a = next(n for n in nodes if slices[n]["root"] == "iscsi" and not slices[n]["luks"])   # the plain one
     b = next(n for n in nodes if slices[n]["root"] == "mirror")
     token = secrets.token_hex(16)
     path = f"/var/lib/dl-test-{token}"
@@ -188,3 +183,4 @@ def test_verify_reports_every_node_with_its_mode_and_paths(converged: None, node
             assert f"{path['portal']} ok" in msg, msg                  # every path reported, and healthy
         if mode == "mirror":
             assert "bitmap" in msg and "idle" in msg, msg
+        assert ("+ luks dlcrypt over " in msg) == slices[node]["luks"], msg

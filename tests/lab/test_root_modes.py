@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from lab.client import LabInfo, console_tail, console_text, labctl, record_timing, ssh_answers
+from lab.client import LabInfo, console_text, labctl, record_timing, ssh_answers, wait_until as wait_for
+from lab.client import wait_ssh as _wait_ssh
 from lab.faults import (device_sha256, disks_by_portal, io_errors, mark_kernel_log, md_state, multipath_device,
                         multipath_paths, root_options, ssh, start_fio, wait_fio)
 
@@ -39,28 +40,8 @@ def portals(slices: dict[str, Any], node: str) -> dict[str, str]:
     return {p["storage_host"]: p["portal"] for p in slices[node]["paths"]}
 
 
-def wait_for(what: str, check: Any, timeout: float, every: float = 5.0) -> float:
-    t0 = time.monotonic()
-    last = None
-    while time.monotonic() - t0 < timeout:
-        try:
-            last = check()
-        except (AssertionError, OSError, subprocess.TimeoutExpired) as exc:  # an SSH hiccup while a node heals
-            last = exc
-        else:
-            if last is True:
-                return time.monotonic() - t0
-        time.sleep(every)
-    pytest.fail(f"{what}: not after {timeout:.0f} s (last: {last!r})", pytrace=False)
-
-
 def wait_ssh(lab: LabInfo, host: str, timeout: float = BOOT_TIMEOUT) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if ssh_answers(lab.ssh_config, host):
-            return time.monotonic() - t0
-        time.sleep(2)
-    pytest.fail(f"{host}: no SSH {timeout:.0f} s after power-on\n{console_tail(host)}", pytrace=False)
+    return _wait_ssh(lab.ssh_config, host, timeout)
 
 
 def md_healthy(lab: LabInfo, node: str) -> bool:
@@ -88,7 +69,10 @@ def test_mirror_root_is_md_raid1_over_both_storage_hosts(converged: None, lab: L
               "s=$(readlink -f /sys/block/$d/device | grep -o 'session[0-9]*'); "
               "echo $d $(cat /sys/class/iscsi_connection/connection${s#session}:0/persistent_address); done")
     assert sorted(line.split()[1] for line in out.splitlines()) == sorted(hosts.values()), out
-    assert ssh(lab.ssh_config, node, "findmnt -no SOURCE /").strip().startswith("/dev/md"), "root is not the md"
+    # / is the md array, or (node_luks) the LUKS device over it
+    under = ssh(lab.ssh_config, node, 'd=$(basename "$(readlink -f "$(findmnt -no SOURCE /)")"); '
+                'if [ -d /sys/block/$d/dm ]; then ls /sys/block/$d/slaves; else echo $d; fi').split()
+    assert len(under) == 1 and under[0].startswith("md"), f"root is not the md: {under}"
 
 
 def test_image_root_is_a_ram_overlay_over_multipath_and_the_golden_bytes_stay(

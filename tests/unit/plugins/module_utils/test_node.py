@@ -114,7 +114,7 @@ def test_root_not_on_a_block_device(tmp_path):
     (sys / "block").mkdir(parents=True)
     facts = describe(str(sys), str(proc_with_root(tmp_path, "overlay")), str(tmp_path / "run"))
     assert facts["root"] == {"source": "overlay", "fstype": "ext4", "device": None, "stack": [], "disks": [],
-                             "on_iscsi": False, "mode": None, "paths": []}
+                             "on_iscsi": False, "mode": None, "paths": [], "luks": None}
     assert facts["env"] == {}
 
 
@@ -179,3 +179,55 @@ def test_live_root_is_an_overlay_over_a_squashfs_in_ram(tmp_path):
     root = facts["root"]
     assert root["mode"] == "live" and root["on_iscsi"] is False and root["paths"] == []
     assert root["overlay"]["lower"]["backing_file"] == "/run/diskless/live/root.squashfs"
+
+
+def crypt(sys, name, slaves, dm_name="dlcrypt", uuid="CRYPT-LUKS2-0d1e2f3a4b5c6d7e8f90a1b2c3d4e5f6-dlcrypt"):
+    dm = sys / "devices/virtual/block" / name
+    write(dm / "dm/name", dm_name)
+    write(dm / "dm/uuid", uuid)
+    (dm / "slaves").mkdir(parents=True)
+    for slave in slaves:
+        os.symlink(sys / "class/block" / slave, dm / "slaves" / slave)
+    os.symlink(dm, sys / "class/block" / name)
+    os.symlink(dm, sys / "block" / name)
+
+
+def test_luks_over_one_lun_is_an_iscsi_root(tmp_path):
+    sys = tmp_path / "sys"
+    iscsi_disk(sys, "sda", "session1", 2, TARGET % "sch1", "10.77.0.11")
+    crypt(sys, "dm-0", ["sda"])
+    root = describe(str(sys), str(proc_with_root(tmp_path, "/dev/dm-0")))["root"]
+    assert root["mode"] == "iscsi" and root["on_iscsi"] is True
+    assert root["luks"] == {"device": "dm-0", "dm_name": "dlcrypt", "backing": "sda"}
+    assert [(x["disk"], x["ok"]) for x in root["paths"]] == [("sda", True)]
+
+
+def test_luks_over_md_is_a_mirror_root(tmp_path):
+    sys = tmp_path / "sys"
+    iscsi_disk(sys, "sda", "session1", 2, TARGET % "sch1", "10.77.0.11")
+    iscsi_disk(sys, "sdb", "session2", 3, TARGET % "sch2", "10.77.0.12")
+    md = sys / "devices/virtual/block/md127"
+    write(md / "md/level", "raid1")
+    write(md / "md/array_state", "clean")
+    write(md / "md/dev-sda/state", "in_sync")
+    write(md / "md/dev-sdb/state", "in_sync")
+    (md / "slaves").mkdir()
+    os.symlink(sys / "class/block/sda", md / "slaves/sda")
+    os.symlink(sys / "class/block/sdb", md / "slaves/sdb")
+    os.symlink(md, sys / "class/block/md127")
+    os.symlink(md, sys / "block/md127")
+    crypt(sys, "dm-1", ["md127"])
+    root = describe(str(sys), str(proc_with_root(tmp_path, "/dev/dm-1")))["root"]
+    assert [(layer["name"], layer["kind"]) for layer in root["stack"]] == [
+        ("dm-1", "dm"), ("md127", "md"), ("sda", "disk"), ("sdb", "disk")]
+    assert root["mode"] == "mirror"
+    assert root["luks"]["backing"] == "md127"
+    assert [x["md_member_state"] for x in root["paths"]] == ["in_sync", "in_sync"]
+
+
+def test_a_dm_device_that_is_not_luks_is_not_a_root_mode(tmp_path):
+    sys = tmp_path / "sys"
+    iscsi_disk(sys, "sda", "session1", 2, TARGET % "sch1", "10.77.0.11")
+    crypt(sys, "dm-0", ["sda"], dm_name="plain", uuid="CRYPT-PLAIN-plain")
+    root = describe(str(sys), str(proc_with_root(tmp_path, "/dev/dm-0")))["root"]
+    assert root["mode"] is None and root["luks"] is None
