@@ -82,8 +82,11 @@ VARIABLES = (
     Var("cluster_http_port", "cluster", "int", "port of the HTTP boot tree", default=80, example=8080, boot=True),
     Var("cluster_http_address", "cluster", "address", "address the nodes fetch boot files from (e.g. a VRRP address)",
         default="the first provisioning host", example="10.77.0.3", boot=True),
-    Var("cluster_chap_secrets", "cluster", "dict", "per node `{secret, mutual_secret, luks_key}`, in vault (or per host `node_chap_*`)",
-        example={"node001": {"secret": "…", "mutual_secret": "…"}}, secret=True),
+    Var("cluster_chap_secrets", "cluster", "dict", "per node with an iSCSI root `{secret, mutual_secret}`, in vault (or per host "
+        "`node_chap_*`)", example={"node001": {"secret": "…", "mutual_secret": "…"}}, secret=True),
+    Var("cluster_tang_threshold", "cluster", "int",
+        "how many provisioning hosts' Tang servers must answer to unlock a `node_luks` root (Clevis `sss` threshold), "
+        "1 to the number of provisioning hosts", default=1, example=1),
     Var("cluster_kernel_args", "cluster", "list", "extra kernel arguments of every node", default=[],
         example=["console=ttyS0,115200n8"], boot=True),
     Var("cluster_power_on_command", "playbook", "list",
@@ -115,11 +118,14 @@ VARIABLES = (
         "`iscsi` (one LUN), `mirror` (md RAID1 over two storage hosts), `image` (shared read-only LUN + RAM overlay) "
         "or `live` (the image's squashfs over HTTP into RAM + RAM overlay; no storage host)", default="iscsi",
         example="mirror", boot=True),
-    Var("node_luks", "compute", "bool", "LUKS on top of the root; the key comes at boot, never stored on the node", default=False, example=False),
+    Var("node_luks", "compute", "bool",
+        "LUKS2 on the root, unlocked at boot by Clevis bound to the provisioning hosts' Tang (`iscsi` and `mirror` modes "
+        "only): no key is stored or sent anywhere; the clone gets 32M more for the LUKS header", default=False, example=False),
     Var("node_image", "compute", "str", "its image, a key of `cluster_images`", default="cluster_default_image",
         example="debian12", boot=True),
-    Var("node_root_size", "compute", "size", "size of its clone (at least the image; not for `image` or `live` mode)",
-        default="the image size", example="8G"),
+    Var("node_root_size", "compute", "size",
+        "size of its clone (at least the image, + 32M with `node_luks`; not for `image` or `live` mode)",
+        default="the image size (+ 32M with `node_luks`)", example="8G"),
     Var("node_storage", "compute", "list", "pin to storage hosts (1 for `iscsi`, 2 for `mirror`; not for `live` mode)",
         default="placement by hashing", example=["sch1", "sch2"]),
     Var("node_iscsi_replacement_timeout", "compute", "int",
@@ -136,12 +142,23 @@ VARIABLES = (
         secret=True),
     Var("node_chap_mutual_secret", "compute", "str", "the storage hosts' mutual CHAP secret for it, distinct from its own", example="…",
         secret=True),
-    Var("node_luks_key", "compute", "str", "its LUKS key with `node_luks`, at least 16 characters", example="…", secret=True),
     Var("node_kernel_args", "compute", "list", "extra kernel arguments of this node", default=[],
         example=["nomodeset"], boot=True),
 )
 
 BY_NAME = {v.name: v for v in VARIABLES}
+
+# Variables that are gone: setting one is an error that says why and what to do instead (never silently ignored).
+# ``name``: a variable (a host or cluster variable of ``scope``) or ``<variable>.<key>`` for a key of a per-node
+# mapping entry (``cluster_chap_secrets.<node>.<key>``).
+_LUKS_RETIRED = ("is retired: a LUKS root is unlocked by Clevis bound to the provisioning hosts' Tang "
+                 "(docs/security.md); remove it from the inventory and vault")
+RETIRED = {
+    "node_luks_key": ("compute", _LUKS_RETIRED),
+}
+RETIRED_KEYS = {  # keys of the per-node entries of a mapping variable
+    "cluster_chap_secrets": {"luks_key": _LUKS_RETIRED},
+}
 # Variables the planner reads (the playbook-scope ones are read by playbooks only).
 PLANNER_SCOPES = ("cluster", "provisioning", "storage", "compute")
 # The prefixes of the names a near-miss is looked for in (a name outside them is never ours).
@@ -320,4 +337,13 @@ def markdown_tables():
                 v.name, v.type, "yes" if v.required else "no", _md(v.default), "" if v.secret else _md(v.example),
                 "yes" if v.boot else "", meaning))
         out.append("")
+    out.append("### retired: setting one is an error")
+    out.append("")
+    out.append("| variable | why |")
+    out.append("|---|---|")
+    rows = [(name, why) for name, (_scope, why) in RETIRED.items()]
+    rows += [("%s.<node>.%s" % (var, key), why) for var, keys in RETIRED_KEYS.items() for key, why in keys.items()]
+    for name, why in sorted(rows):
+        out.append("| `%s` | %s |" % (name, why[len("is retired: "):] if why.startswith("is retired: ") else why))
+    out.append("")
     return "\n".join(out).rstrip("\n") + "\n"

@@ -7,7 +7,8 @@
 Pure Python, no I/O. ``build_plan()`` validates everything (collecting every problem, one line each,
 ``<host>: <field>: <problem>``) and derives every name, address and placement the roles use: node IPs,
 initiator and target IQNs, volume names and their placement across storage hosts, LUN ids, CHAP pairs,
-DHCP host lines and per-node boot files. The shape of the result is documented in docs/plan.md.
+the Tang servers a LUKS root is bound to, DHCP host lines and per-node boot files. The shape of the result is
+documented in docs/plan.md.
 
 Stability: everything derived for a node depends only on that node's own variables, the cluster-wide
 variables and the set of storage hosts -- never on other nodes or on inventory order -- so a cluster
@@ -51,6 +52,12 @@ IQN_MAX_BYTES = 223
 DEFAULT_NODE_IP_OFFSET = 100
 DEFAULT_POOL = "tank"
 DEFAULT_LEASE_TIME = "12h"
+# LUKS2 (node_luks): the node's first boot encrypts its clone in place (cryptsetup reencrypt --encrypt
+# --reduce-device-size 32M), which needs the last 32 MiB of the volume unused: a LUKS clone is that much larger
+LUKS_HEADER_ROOM = 32 << 20
+# Clevis binds a LUKS root to Tang on every provisioning host, served by its HTTP server under this path
+TANG_PATH = "/tang"
+DEFAULT_TANG_THRESHOLD = 1
 SECRET_MASK = "********"
 
 # The inventory variables are declared once, in _schema.py.
@@ -186,6 +193,11 @@ class _Planner:
         for key in sorted(k for k in variables if isinstance(k, str)):
             value = variables[key]
             var = schema.BY_NAME.get(key)
+            retired = schema.RETIRED.get(key)
+            if var is None and retired is not None:
+                if scope in (None, "cluster", retired[0]):
+                    self.err(host, key, retired[1])
+                continue
             if var is None:
                 guess = schema.near_miss(key)
                 if guess is not None and (host == "all") == guess.startswith("cluster_"):
@@ -302,8 +314,19 @@ class _Planner:
         self.secrets_broken = ("all", "cluster_chap_secrets") in self.typed_badly
         self.secrets = cv.get("cluster_chap_secrets") or {}
         if not isinstance(self.secrets, Mapping):
-            self.err("all", "cluster_chap_secrets", "must be a mapping {node: {secret, mutual_secret, luks_key}}")
+            self.err("all", "cluster_chap_secrets", "must be a mapping {node: {secret, mutual_secret}}")
             self.secrets, self.secrets_broken = {}, True
+        for var, retired in schema.RETIRED_KEYS.items():  # cluster_chap_secrets.<node>.luks_key
+            entries = cv.get(var)
+            if not isinstance(entries, Mapping):
+                continue
+            for node in sorted(k for k, e in entries.items() if isinstance(e, Mapping) and isinstance(k, str)):
+                for key in sorted(set(entries[node]) & set(retired)):
+                    self.err(node, "%s.%s.%s" % (var, node, key), retired[key])
+
+        self.tang_threshold = cv.get("cluster_tang_threshold", DEFAULT_TANG_THRESHOLD)
+        if ("all", "cluster_tang_threshold") in self.typed_badly:
+            self.tang_threshold = None
 
         self.images = {}
         errors_before = len(self.errors)
@@ -429,6 +452,16 @@ class _Planner:
             if address is not None:
                 self._claim(address, host, "provisioning_ip")
                 self.prov[host] = address
+        # Tang: every provisioning host runs one; a LUKS root is bound to all of them (Clevis sss)
+        self.tang_urls = [self._http_url(self.prov[host]) + TANG_PATH for host in sorted(self.prov)]
+        count = len(self.groups["provisioning"])
+        if self.tang_threshold is not None and count and not 1 <= self.tang_threshold <= count:
+            self.err("all", "cluster_tang_threshold", "%r must be from 1 to the number of provisioning hosts (%d): it is how "
+                     "many of their Tang servers must answer to unlock a LUKS root" % (self.tang_threshold, count))
+
+    def _http_url(self, host) -> str:
+        """``http://<host>[:<cluster_http_port>]``: where the nodes reach a provisioning host's HTTP server."""
+        return "http://%s%s" % (host, "" if self.http_port == 80 else ":%d" % self.http_port)
 
     def plan_storage(self) -> None:
         self.storage = {}
@@ -564,6 +597,13 @@ class _Planner:
             if not isinstance(luks, bool):
                 self.err(node, "node_luks", "%r must be true or false" % (luks,))
                 ok, luks = False, False
+            elif luks and mode == "live":
+                self.err(node, "node_luks", "root mode 'live' has no volume to encrypt (its root is in RAM)")
+                ok = False
+            elif luks and mode == "image":
+                self.err(node, "node_luks", "root mode 'image' is not encrypted yet: the shared read-only image would need "
+                         "one key per image version (issue 14); use iscsi or mirror")
+                ok = False
 
             image_name = hv.get("node_image", self.default_image)
             image = self.images.get(image_name) if isinstance(image_name, str) else None
@@ -576,7 +616,11 @@ class _Planner:
                 self.err(node, "node_image", "%r is not one of cluster_images (%s)" % (image_name, ", ".join(sorted(self.images)) or "none"))
                 ok = False
 
-            root_size = image["size_bytes"] if image else None
+            # a LUKS clone keeps its last LUKS_HEADER_ROOM bytes free for the in-place encryption of its first boot
+            least = None
+            if image and image["size_bytes"]:
+                least = image["size_bytes"] + (LUKS_HEADER_ROOM if luks else 0)
+            root_size = least
             if "node_root_size" in hv:
                 try:
                     root_size = parse_size(hv["node_root_size"])
@@ -591,9 +635,15 @@ class _Planner:
                         self.err(node, "node_root_size", "does not apply to root mode 'live' (its root is the image's "
                                  "squashfs in RAM)")
                         ok = False
-                    elif image and image["size_bytes"] and root_size < image["size_bytes"]:
+                    elif least is not None and root_size < least and not luks:
                         self.err(node, "node_root_size", "%s is smaller than image '%s' (%s); a clone can only grow"
                                  % (format_size(root_size), image["name"], format_size(image["size_bytes"])))
+                        ok = False
+                    elif least is not None and root_size < least:
+                        self.err(node, "node_root_size", "%s is too small for a LUKS root (node_luks): image '%s' (%s) + "
+                                 "%s for the LUKS header is at least %s"
+                                 % (format_size(root_size), image["name"], format_size(image["size_bytes"]),
+                                    format_size(LUKS_HEADER_ROOM), format_size(least)))
                         ok = False
 
             boot = self._node_boot_settings(node, hv, mode)
@@ -607,7 +657,7 @@ class _Planner:
                 if hv.get("node_storage") is not None:
                     self.err(node, "node_storage", "does not apply to root mode 'live' (it has no storage host)")
                     ok = False
-            secrets = self._node_secrets(node, hv, luks, chap=on_iscsi)
+            secrets = self._node_secrets(node, hv, chap=on_iscsi)
             ok = ok and secrets is not None
 
             # the host name is the unique part of the initiator IQN; an invalid one is already reported
@@ -630,7 +680,8 @@ class _Planner:
                     target = self._iqn(node, "target_iqn", host, "%s-root" % node)
                 if target is None:
                     break
-                if ("node_root_size" in hv and root_size and spec["pool_size_bytes"] and root_size > spec["pool_size_bytes"]):
+                if (("node_root_size" in hv or luks) and root_size and spec["pool_size_bytes"]
+                        and root_size > spec["pool_size_bytes"]):
                     self.err(node, "node_root_size", "%s does not fit in the pool of %s (%s)"
                              % (format_size(root_size), host, format_size(spec["pool_size_bytes"])))
                     break
@@ -662,8 +713,9 @@ class _Planner:
                     "chap_secret": secrets[0],
                     "mutual_chap_user": self.mutual_user if on_iscsi else None,
                     "mutual_chap_secret": secrets[1],
-                    "luks_key": secrets[2],
                     "root_size_bytes": root_size if mode in ("iscsi", "mirror") else None,
+                    "tang_urls": list(self.tang_urls) if luks else [],
+                    "tang_threshold": self.tang_threshold if luks else None,
                     "paths": paths,
                     "extra_kernel_args": kernel_args,
                 }, **boot)
@@ -776,11 +828,11 @@ class _Planner:
             return None  # the storage host's own error says why
         return hosts
 
-    def _node_secrets(self, node, hv, luks, chap=True):
-        """(CHAP secret, mutual CHAP secret, LUKS key); a node without an iSCSI root (``chap`` false) has no
-        CHAP pair and needs no entry in cluster_chap_secrets unless it has a LUKS key there. None if invalid."""
-        if not chap and not luks:
-            return (None, None, None)
+    def _node_secrets(self, node, hv, chap=True):
+        """(CHAP secret, mutual CHAP secret); a node without an iSCSI root (``chap`` false) has no CHAP pair and
+        needs no entry in cluster_chap_secrets. None if invalid. (A LUKS root has no key here: Clevis and Tang.)"""
+        if not chap:
+            return (None, None)
         if self.secrets_broken:
             return None
         entry = self.secrets.get(node) or {}
@@ -790,7 +842,7 @@ class _Planner:
         values = []
         ok = True
         for var, key, what in (("node_chap_secret", "secret", "CHAP secret"),
-                               ("node_chap_mutual_secret", "mutual_secret", "mutual CHAP secret")) if chap else ():
+                               ("node_chap_mutual_secret", "mutual_secret", "mutual CHAP secret")):
             value = hv.get(var, entry.get(key))
             if value in (None, ""):
                 self.err(node, var, "is required: the node's %s (set it in vault, or cluster_chap_secrets.%s.%s)" % (what, node, key))
@@ -802,21 +854,10 @@ class _Planner:
                 self.err(node, var, "may use only letters, digits and !#%+,./:=?@^_~- (no spaces, quotes or $)")
                 ok = False
             values.append(value)
-        if not chap:
-            values = [None, None]
-        elif ok and values[0] == values[1]:
+        if ok and values[0] == values[1]:
             self.err(node, "node_chap_mutual_secret", "must differ from node_chap_secret (RFC 3720 forbids reusing it)")
             ok = False
-        luks_key = None
-        if luks:
-            luks_key = hv.get("node_luks_key", entry.get("luks_key"))
-            if luks_key in (None, ""):
-                self.err(node, "node_luks_key", "is required when node_luks is true (set it in vault, or cluster_chap_secrets.%s.luks_key)" % node)
-                ok = False
-            elif not isinstance(luks_key, str) or len(luks_key) < 16 or not _SECRET_RE.match(luks_key):
-                self.err(node, "node_luks_key", "must be at least 16 characters of letters, digits and !#%+,./:=?@^_~-")
-                ok = False
-        return (values[0], values[1], luks_key) if ok else None
+        return (values[0], values[1]) if ok else None
 
     def _iqn(self, node, field, *names):
         try:
@@ -898,7 +939,7 @@ class _Planner:
         self.http_host = str(address) if address not in (None, "") else (str(self.prov[first]) if first else None)
         self.http_base = None
         if self.http_host:
-            self.http_base = "http://%s%s" % (self.http_host, "" if self.http_port == 80 else ":%d" % self.http_port)
+            self.http_base = self._http_url(self.http_host)
         for plan in self.nodes.values():
             image = self.images[plan["image"]]
             live = plan["root"] == "live" and self.http_base is not None
@@ -965,17 +1006,19 @@ class _Planner:
             ("DL_LIVE_URL", plan["live_url"]),
             ("DL_LIVE_SUMS_URL", plan["live_sums_url"]),
             ("DL_LUKS", "1" if plan["luks"] else "0"),
+            ("DL_TANG_URLS", " ".join(plan["tang_urls"])),
+            ("DL_TANG_THRESHOLD", plan["tang_threshold"]),
         )
         lines = ["# diskless.cluster: boot settings of %s (root %s). SECRET: served only to %s; read by the initramfs."
                  % (plan["name"], plan["root"], plan["ip"])]
         lines += ["%s=%s" % (name, _shell_quote(text(value))) for name, value in values]
-        if plan["luks"]:
-            lines.append("DL_LUKS_KEY=%s" % _shell_quote(plan["luks_key"]))
         return "\n".join(lines) + "\n"
 
     def derive_provisioning(self) -> dict:
         dhcp_hosts = []
         boot_files = []
+        # the only addresses Tang answers: the LUKS nodes' own (boot network), never the storage network
+        tang_clients = sorted((self.nodes[n]["ip"] for n in self.nodes if self.nodes[n]["luks"]), key=netaddr.IPAddress)
         for node in sorted(self.nodes):
             plan = self.nodes[node]
             dhcp_hosts.append({
@@ -989,7 +1032,7 @@ class _Planner:
                                "secret": True, "allow": plan["ip"]})
         return {
             host: {"name": host, "ip": str(address), "dhcp_hosts": dhcp_hosts, "boot_files": boot_files,
-                   "ssh_host_key_types": list(SSH_HOST_KEY_TYPES)}
+                   "ssh_host_key_types": list(SSH_HOST_KEY_TYPES), "tang_clients": list(tang_clients)}
             for host, address in sorted(self.prov.items())
         }
 
@@ -1033,6 +1076,8 @@ class _Planner:
                 "iscsi_port": self.iscsi_port,
                 "http_port": self.http_port,
                 "mutual_chap_user": self.mutual_user,
+                "tang_urls": list(self.tang_urls),
+                "tang_threshold": self.tang_threshold,
             },
             "images": self.images,
             "nodes": self.nodes,
@@ -1052,8 +1097,9 @@ def build_plan(cluster_vars: Mapping, hostvars: Mapping[str, Mapping], groups: M
 
 
 def redact(plan: dict) -> dict:
-    """A copy of ``plan`` with every secret (CHAP secrets, LUKS keys, secret boot files) masked."""
-    secret_keys = {"chap_secret", "mutual_chap_secret", "luks_key", "password", "mutual_password", "initramfs_conf"}
+    """A copy of ``plan`` with every secret (CHAP secrets, secret boot files) masked. (A LUKS root has no key in the
+    plan: Clevis unlocks it with the provisioning hosts' Tang.)"""
+    secret_keys = {"chap_secret", "mutual_chap_secret", "password", "mutual_password", "initramfs_conf"}
 
     def walk(value, parent_secret=False):
         if isinstance(value, dict):

@@ -8,8 +8,9 @@ A role passes the parts of its slice to its modules as they are: a storage host'
 ``diskless.cluster.zfs_volumes`` arguments, its ``lio_iscsi`` part the ``diskless.cluster.lio_iscsi`` ones; a
 provisioning host's ``file_sets`` parts are ``diskless.cluster.file_set`` arguments. A slice holds what
 its host needs and nothing of any other host: a compute node's slice has no secret at all (its own CHAP
-secrets reach it through the initramfs file of the provisioning host); a storage host's holds the CHAP
-credentials of the nodes it exports to; a provisioning host's the boot files it serves.
+secrets reach it through the initramfs file of the provisioning host; a LUKS root has no key anywhere, Clevis
+unlocks it with the provisioning hosts' Tang); a storage host's holds the CHAP credentials of the nodes it
+exports to; a provisioning host's the boot files it serves and the addresses its Tang answers.
 
 ``SLICE_MODULES`` names, per part, the module that takes it (tests/unit/.../test_plan_slice.py checks every
 part against that module's argument_spec). Pure Python, no I/O.
@@ -18,6 +19,7 @@ part against that module's argument_spec). Pure Python, no I/O.
 from __future__ import annotations
 
 from ansible_collections.diskless.cluster.plugins.module_utils import _schema
+from ansible_collections.diskless.cluster.plugins.module_utils.plan import TANG_PATH
 
 MULTIPATH_MODES = ("mirror", "image")
 
@@ -170,6 +172,8 @@ def _provisioning(plan, host):
                   for n in (plan["nodes"][name] for name in sorted(plan["nodes"]))],
         # the SSH host key files this host keeps for every node (the nodes' boot scripts fetch them)
         "ssh_host_key_types": list(spec["ssh_host_key_types"]),
+        # its Tang server, under <http_base>/tang, answering the LUKS nodes' addresses only
+        "tang": {"path": TANG_PATH, "clients": list(spec["tang_clients"])},
     }
 
 
@@ -201,6 +205,8 @@ def _compute(plan, host):
         "overlay": node["overlay"],
         "overlay_size": node["overlay_size"],
         "live_url": node["live_url"],
+        "tang_urls": list(node["tang_urls"]),
+        "tang_threshold": node["tang_threshold"],
         "ntp_server": cluster["ntp_server"],
         "syslog_server": cluster["syslog_server"],
     }

@@ -16,8 +16,9 @@ description:
   - Reads the inventory groups C(provisioning), C(storage) and C(compute) and the variables the collection
     declares (the schema of U(https://example.invalid/diskless/cluster/docs/plan.md)), validates everything
     at once and derives the plan (per node its MAC, address, IQNs, volumes and their placement across the
-    storage hosts, LUN ids, CHAP user names, iPXE script and initramfs file; per storage host its volumes and
-    exports; per provisioning host its DHCP reservations and boot files).
+    storage hosts, LUN ids, CHAP user names, the Tang servers a C(node_luks) root is bound to, iPXE script and
+    initramfs file; per storage host its volumes and exports; per provisioning host its DHCP reservations, boot
+    files and the addresses its Tang server answers).
   - If the inventory has problems, the task fails once with one line per problem, naming the host and the
     variable, before any host is changed. Run it first, with C(run_once) and C(any_errors_fatal).
   - Cluster variables (C(cluster_*)) are read, templated, from every planned host and must have one value
@@ -32,8 +33,9 @@ description:
 options:
   redact:
     description:
-      - Return the whole plan, every secret (CHAP secrets, LUKS keys, secret boot files) replaced by C(********),
-        in RV(plan). Register the result to print or inspect it.
+      - Return the whole plan, every secret (CHAP secrets, secret boot files) replaced by C(********), in RV(plan).
+        Register the result to print or inspect it.
+      - A LUKS root (C(node_luks)) has no key in the plan, Clevis unlocks it with the provisioning hosts' Tang.
     type: bool
     default: false
 extends_documentation_fragment:

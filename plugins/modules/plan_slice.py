@@ -21,15 +21,17 @@ description:
     hosts holding the other paths of its nodes' roots) and C(pool).
   - A provisioning host's slice has C(public), C(restricted) and C(reservations) (each the arguments of
     M(diskless.cluster.file_set) but its path), C(allow) (the address each restricted file is served to),
-    C(cluster) (network settings for dnsmasq and nginx), C(images) and C(nodes) (names, MACs, indexes).
-  - A compute node's slice has its identity and boot data (host name, address, IQN, root mode, paths, image);
-    it holds no secret.
+    C(cluster) (network settings for dnsmasq and nginx), C(images) and C(nodes) (names, MACs, indexes), and
+    C(tang) (the path its Tang server is served under and the C(clients), the addresses of the C(node_luks)
+    nodes, the only ones it answers).
+  - A compute node's slice has its identity and boot data (host name, address, IQN, root mode, paths, image,
+    and for a C(node_luks) root the C(tang_urls) and C(tang_threshold) Clevis is bound with); it holds no secret.
   - A compute node's slice is planned from its own variables, the cluster's and the storage and provisioning
     hosts' only (cheap for thousands of nodes); validate the whole inventory first with
     M(diskless.cluster.cluster_plan), as the playbooks of the collection do.
   - This is an action plugin; it runs on the controller only and never connects to a host.
-  - A storage or provisioning host's slice holds CHAP secrets and LUKS keys of the nodes it serves; use
-    C(no_log) on the task.
+  - A storage or provisioning host's slice holds the CHAP secrets of the nodes it serves; use C(no_log) on the
+    task. No slice holds a LUKS key, there is none (Clevis unlocks a LUKS root with the provisioning hosts' Tang).
 options:
   host:
     description:

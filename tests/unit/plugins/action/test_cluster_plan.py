@@ -48,6 +48,11 @@ def test_example_inventory_prints_redacted_plan(tmp_path):
     assert plan["nodes"]["node001"]["chap_secret"] == "********"
     assert plan["nodes"]["node007"]["paths"] == [] and plan["nodes"]["node008"]["overlay"] == "zram"   # live
     assert {name: i["live"] for name, i in plan["images"].items()} == {"debian12": True, "debian12-cuda": False}
+    # node004's LUKS root: bound to the provisioning host's Tang, no key anywhere; its clone is the image + 32M
+    assert (plan["nodes"]["node004"]["tang_urls"], plan["nodes"]["node004"]["tang_threshold"]) == (["http://10.77.0.2/tang"], 1)
+    assert plan["nodes"]["node004"]["root_size_bytes"] == (4 << 30) + (32 << 20)
+    assert plan["provisioning"]["ips1"]["tang_clients"] == ["10.77.0.104"]
+    assert "luks_key" not in json.dumps(plan)
     vault = (ROOT / "inventories/example/group_vars/all/vault.yml").read_text()
     secret = vault.split("secret: ", 1)[1].split()[0]
     assert secret not in proc.stdout
@@ -144,6 +149,22 @@ def test_a_near_miss_typo_is_one_line_with_the_name_it_means(tmp_path):
                                 "node001: node_rooot: unknown variable; did you mean node_root?"]
 
 
+def test_a_retired_luks_key_is_one_line_each_and_never_printed(tmp_path):
+    hosts = EXAMPLE_HOSTS.replace('node004: {node_mac: "52:54:00:00:01:04", node_root: mirror, node_luks: true}',
+                                  'node004: {node_mac: "52:54:00:00:01:04", node_root: mirror, node_luks: true, '
+                                  'node_luks_key: "{{ vault_node004_luks_key }}"}')
+    assert hosts != EXAMPLE_HOSTS
+    inv = write_inventory(tmp_path, "retired", hosts, all_vars="vault_node004_luks_key: host-var-luks-key-0123\n")
+    vault = inv / "group_vars" / "all" / "vault.yml"
+    vault.write_text(vault.read_text().replace("  node004:\n", "  node004:\n    luks_key: vault-luks-key-0123\n"))
+    proc, out, held = slices_of(inv, tmp_path)
+    assert proc.returncode != 0 and held == {}
+    why = ("is retired: a LUKS root is unlocked by Clevis bound to the provisioning hosts' Tang (docs/security.md); "
+           "remove it from the inventory and vault")
+    assert plan_errors(out) == ["node004: cluster_chap_secrets.node004.luks_key: " + why, "node004: node_luks_key: " + why]
+    assert "luks-key-0123" not in proc.stdout + proc.stderr
+
+
 def test_templated_and_vault_indirected_cluster_variables_plan_like_literal_ones_whatever_the_group_order(
         tmp_path, monkeypatch):
     literal = write_inventory(tmp_path, "literal", EXAMPLE_HOSTS)
@@ -207,7 +228,7 @@ def test_no_host_holds_another_hosts_secret_and_no_plan_data_is_a_fact(tmp_path,
             assert found == set(), host                         # a node holds no secret at all
         elif data["slice"]["role"] == "storage":
             served = {a["node"] for e in data["slice"]["lio_iscsi"]["exports"] for a in e["acls"]}
-            assert found == set().union(*(owned[n] - {owned[n] and secrets[n].get("luks_key")} for n in served))
+            assert found == set().union(*(owned[n] for n in served))
             assert served and served != set(secrets)           # sch1 and sch2 each serve only some nodes
     cached = "".join(p.read_text() for p in cache.rglob("*") if p.is_file()) if cache.exists() else ""
     assert not any(s in cached for s in every)

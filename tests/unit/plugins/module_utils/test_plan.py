@@ -12,7 +12,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plan_base import inventory  # (pytest puts this test's folder on the import path)
+from plan_base import BASE_CLUSTER, inventory  # (pytest puts this test's folder on the import path)
 
 from ansible_collections.diskless.cluster.plugins.module_utils.plan import (
     SECRET_MASK,
@@ -75,6 +75,8 @@ def test_base_plan_shape():
         "iscsi_port": 3260,
         "http_port": 80,
         "mutual_chap_user": "lab-storage",
+        "tang_urls": ["http://10.77.0.2/tang"],
+        "tang_threshold": 1,
     }
     assert plan["images"]["debian12"] == {
         "name": "debian12", "version": "1", "size_bytes": 2 << 30, "label": "dlroot",
@@ -137,8 +139,11 @@ def test_iscsi_node():
         "DL_LIVE_URL=''",
         "DL_LIVE_SUMS_URL=''",
         "DL_LUKS='0'",
+        "DL_TANG_URLS=''",
+        "DL_TANG_THRESHOLD=''",
     ]
     assert "secret" not in node["boot_script"]
+    assert (node["luks"], node["tang_urls"], node["tang_threshold"]) == (False, [], None)
 
 
 # sha256("lab/<node>")[:32], computed once by hand (sha256sum) so the test does not restate the code
@@ -171,7 +176,7 @@ LIVE = {"node004": {"group": "compute", "vars": {"node_mac": "52:54:00:00:01:04"
 CONTRACT_VARS = ["DL_NODE", "DL_HOSTNAME", "DL_ROOT_MODE", "DL_MACHINE_ID", "DL_INITIATOR", "DL_CHAP_USER", "DL_CHAP_SECRET",
                  "DL_MUTUAL_USER", "DL_MUTUAL_SECRET", "DL_PATHS", "DL_ISCSI_REPLACEMENT_TIMEOUT", "DL_ISCSI_NOOP_INTERVAL",
                  "DL_ISCSI_NOOP_TIMEOUT", "DL_PATH_WAIT", "DL_MD_NAME", "DL_OVERLAY", "DL_OVERLAY_SIZE", "DL_LIVE_URL",
-                 "DL_LIVE_SUMS_URL", "DL_LUKS"]
+                 "DL_LIVE_SUMS_URL", "DL_LUKS", "DL_TANG_URLS", "DL_TANG_THRESHOLD"]
 
 
 def test_every_mode_has_the_contract_kernel_args_and_every_conf_variable():
@@ -195,7 +200,7 @@ def test_mirror_node_conf():
                     "iqn.2026-11.org.example.lab:sch2.node002-root,10.77.0.12,3260,0",
         "DL_ISCSI_REPLACEMENT_TIMEOUT": "5", "DL_ISCSI_NOOP_INTERVAL": "5", "DL_ISCSI_NOOP_TIMEOUT": "5",
         "DL_PATH_WAIT": "30", "DL_MD_NAME": "dlroot", "DL_OVERLAY": "", "DL_OVERLAY_SIZE": "",
-        "DL_LIVE_URL": "", "DL_LIVE_SUMS_URL": "", "DL_LUKS": "0",
+        "DL_LIVE_URL": "", "DL_LIVE_SUMS_URL": "", "DL_LUKS": "0", "DL_TANG_URLS": "", "DL_TANG_THRESHOLD": "",
     }
 
 
@@ -210,7 +215,7 @@ def test_image_node_conf():
                     "iqn.2026-11.org.example.lab:shared.debian12-v1,10.77.0.12,3260,0",
         "DL_ISCSI_REPLACEMENT_TIMEOUT": "15", "DL_ISCSI_NOOP_INTERVAL": "5", "DL_ISCSI_NOOP_TIMEOUT": "5",
         "DL_PATH_WAIT": "10", "DL_MD_NAME": "", "DL_OVERLAY": "zram", "DL_OVERLAY_SIZE": "25%",
-        "DL_LIVE_URL": "", "DL_LIVE_SUMS_URL": "", "DL_LUKS": "0",
+        "DL_LIVE_URL": "", "DL_LIVE_SUMS_URL": "", "DL_LUKS": "0", "DL_TANG_URLS": "", "DL_TANG_THRESHOLD": "",
     }
     default = plan_of()["nodes"]["node003"]
     assert (default["overlay"], default["overlay_size"], default["path_wait"], default["iscsi_replacement_timeout"]) == \
@@ -242,6 +247,8 @@ def test_live_node_conf():
         "DL_LIVE_URL='http://10.77.0.2:8080/images/debian12/1/root.squashfs'",
         "DL_LIVE_SUMS_URL='http://10.77.0.2:8080/images/debian12/1/SHA256SUMS'",
         "DL_LUKS='0'",
+        "DL_TANG_URLS=''",
+        "DL_TANG_THRESHOLD=''",
     ]
     assert node["kernel_args"] == expected_kernel_args("node004")
     assert (node["paths"], node["initiator_iqn"], node["chap_secret"], node["root_size_bytes"]) == ([], None, None, None)
@@ -262,14 +269,6 @@ def test_live_node_needs_no_chap_entry_and_no_storage_host():
         plan_of(hosts=LIVE, groups={"storage": []})
     assert info.value.errors == ["all: groups: compute nodes with an iSCSI root (iscsi, mirror, image) need at least one "
                                  "host in group 'storage'"]
-
-
-def test_live_node_with_luks_takes_only_the_luks_key():
-    live = {"node004": {"group": "compute", "vars": {"node_mac": "52:54:00:00:01:04", "node_root": "live", "node_luks": True,
-                                                     "node_luks_key": "0123456789abcdef-key"}}}
-    node = plan_of(hosts=live)["nodes"]["node004"]
-    conf = conf_lines(node["initramfs_conf"])
-    assert (conf["DL_LUKS"], conf["DL_LUKS_KEY"], conf["DL_CHAP_SECRET"]) == ("1", "0123456789abcdef-key", "")
 
 
 def test_timeouts_from_extra_vars_strings_are_numbers():
@@ -328,6 +327,7 @@ def test_provisioning_slice():
     assert files["52-54-00-00-01-01.ipxe"]["secret"] is False
     assert files["52-54-00-00-01-01.conf"]["secret"] is True and files["52-54-00-00-01-01.conf"]["allow"] == "10.77.0.101"
     assert len(prov["boot_files"]) == 6
+    assert prov["tang_clients"] == []
 
 
 @pytest.mark.parametrize("changes, node, field, expected", [
@@ -339,7 +339,7 @@ def test_provisioning_slice():
     ({"hosts": {"node001": {"node_mac": "5254.00aa.bbcc"}}}, "node001", "mac_hyphen", "52-54-00-aa-bb-cc"),
     ({"hosts": {"node001": {"node_hostname": "Compute-1"}}}, "node001", "initiator_iqn", "iqn.2026-11.org.example.lab:compute-1"),
     ({"hosts": {"node001": {"node_root_size": "8G"}}}, "node001", "root_size_bytes", 8 << 30),
-    ({"hosts": {"node001": {"node_luks": True, "node_luks_key": "0123456789abcdef-key"}}}, "node001", "luks", True),
+    ({"hosts": {"node001": {"node_luks": True}}}, "node001", "luks", True),
     ({"hosts": {"node001": {"node_chap_secret": "per-host-secret-1"}}}, "node001", "chap_secret", "per-host-secret-1"),
     ({"cluster": {"cluster_domain": "Cluster.Example.COM"}}, "node001", "initiator_iqn", "iqn.2026-11.com.example.cluster:node001"),
 ])
@@ -357,20 +357,142 @@ def test_pins_and_ports():
     assert "http://10.77.0.2:8080/nodes/52-54-00-00-01-01.conf" in plan["nodes"]["node001"]["boot_script"]
 
 
-def test_luks_key_reaches_only_the_secret_file():
-    plan = plan_of(hosts={"node001": {"node_luks": True, "node_luks_key": "0123456789abcdef-key"}})
-    node = plan["nodes"]["node001"]
-    assert "DL_LUKS='1'" in node["initramfs_conf"] and "DL_LUKS_KEY='0123456789abcdef-key'" in node["initramfs_conf"]
-    assert "0123456789abcdef-key" not in node["boot_script"] and "0123456789abcdef-key" not in " ".join(node["kernel_args"])
+# ---------------------------------------------------------------------- LUKS2 bound to Tang (issue 14)
+LUKS = {"node001": {"node_luks": True}, "node002": {"node_luks": True}}
+IPS2 = {"ips2": {"group": "provisioning", "vars": {"ansible_host": "10.77.0.3"}}}
+
+
+def test_luks_node_conf_names_the_tang_servers_and_holds_no_key():
+    plan = plan_of(hosts=LUKS)
+    for name in ("node001", "node002"):
+        node = plan["nodes"][name]
+        conf = conf_lines(node["initramfs_conf"])
+        assert list(conf) == CONTRACT_VARS
+        assert (conf["DL_LUKS"], conf["DL_TANG_URLS"], conf["DL_TANG_THRESHOLD"]) == ("1", "http://10.77.0.2/tang", "1")
+        assert "LUKS_KEY" not in node["initramfs_conf"] and "luks_key" not in node
+        assert (node["tang_urls"], node["tang_threshold"]) == (["http://10.77.0.2/tang"], 1)
+        # what is secret in node.conf is the CHAP pair only, as without LUKS
+        plain = plan_of()["nodes"][name]
+        assert {k: v for k, v in conf.items() if not k.startswith(("DL_LUKS", "DL_TANG_"))} == \
+            {k: v for k, v in conf_lines(plain["initramfs_conf"]).items() if not k.startswith(("DL_LUKS", "DL_TANG_"))}
+        assert "+ luks" in node["boot_script"] and "tang" not in node["boot_script"]
+    # the others are untouched
+    assert plan["nodes"]["node003"] == plan_of()["nodes"]["node003"]
+
+
+@pytest.mark.parametrize("cluster, hosts, urls", [
+    ({}, {}, ["http://10.77.0.2/tang"]),
+    ({"cluster_http_port": 8080}, {}, ["http://10.77.0.2:8080/tang"]),
+    # one URL per provisioning host, sorted by host name (not by inventory order, not the HTTP address)
+    ({"cluster_http_address": "10.77.0.9"}, {"ips0": {"group": "provisioning", "vars": {"provisioning_ip": "10.77.0.4"}}},
+     ["http://10.77.0.4/tang", "http://10.77.0.2/tang"]),
+    ({"cluster_http_port": 8080}, IPS2, ["http://10.77.0.2:8080/tang", "http://10.77.0.3:8080/tang"]),
+])
+def test_tang_urls_one_per_provisioning_host(cluster, hosts, urls):
+    plan = plan_of(cluster=cluster, hosts=dict(hosts, **LUKS))
+    assert plan["cluster"]["tang_urls"] == urls
+    for name in ("node001", "node002"):
+        assert plan["nodes"][name]["tang_urls"] == urls
+        assert conf_lines(plan["nodes"][name]["initramfs_conf"])["DL_TANG_URLS"] == " ".join(urls)
+    assert plan["nodes"]["node003"]["tang_urls"] == []
+
+
+@pytest.mark.parametrize("threshold", [1, 2, "2"])
+def test_tang_threshold_from_1_to_the_provisioning_hosts(threshold):
+    plan = plan_of(cluster={"cluster_tang_threshold": threshold}, hosts=dict(IPS2, **LUKS))
+    assert plan["cluster"]["tang_threshold"] == int(threshold)
+    assert plan["nodes"]["node001"]["tang_threshold"] == int(threshold)
+    assert conf_lines(plan["nodes"]["node002"]["initramfs_conf"])["DL_TANG_THRESHOLD"] == str(threshold)
+    assert plan["nodes"]["node003"]["tang_threshold"] is None
+
+
+@pytest.mark.parametrize("threshold, hosts", [(0, {}), (2, {}), (3, IPS2), (-1, IPS2)])
+def test_tang_threshold_out_of_bounds_is_one_line(threshold, hosts):
+    with pytest.raises(PlanError) as info:
+        plan_of(cluster={"cluster_tang_threshold": threshold}, hosts=hosts)
+    assert info.value.errors == [
+        "all: cluster_tang_threshold: %d must be from 1 to the number of provisioning hosts (%d): it is how many of their "
+        "Tang servers must answer to unlock a LUKS root" % (threshold, 1 + len(hosts))]
+
+
+def test_luks_clone_keeps_room_for_the_luks_header():
+    plan = plan_of(hosts=LUKS)
+    image = 2 << 30
+    assert plan["nodes"]["node001"]["root_size_bytes"] == image + (32 << 20)
+    assert plan["nodes"]["node002"]["root_size_bytes"] == image + (32 << 20)
+    for host in ("sch1", "sch2"):
+        sizes = {v["node"]: v["size_bytes"] for v in plan["storage"][host]["volumes"]}
+        assert sizes.get("node002") == image + (32 << 20)
+    assert plan_of()["nodes"]["node001"]["root_size_bytes"] == image          # without LUKS: the image size
+    # an explicit size is taken as it is when it leaves the room
+    sized = plan_of(hosts={"node001": {"node_luks": True, "node_root_size": "2080M"},
+                           "node002": {"node_luks": True, "node_root_size": "8G"}})
+    assert (sized["nodes"]["node001"]["root_size_bytes"], sized["nodes"]["node002"]["root_size_bytes"]) == \
+        (image + (32 << 20), 8 << 30)
+    # ...and refused, with the minimum, when it does not
+    with pytest.raises(PlanError) as info:
+        plan_of(hosts={"node001": {"node_luks": True, "node_root_size": "2049M"}})
+    assert info.value.errors == ["node001: node_root_size: 2049M is too small for a LUKS root (node_luks): image 'debian12' "
+                                 "(2G) + 32M for the LUKS header is at least 2080M"]
+
+
+@pytest.mark.parametrize("mode, line", [
+    ("live", "node003: node_luks: root mode 'live' has no volume to encrypt (its root is in RAM)"),
+    ("image", "node003: node_luks: root mode 'image' is not encrypted yet: the shared read-only image would need one key "
+              "per image version (issue 14); use iscsi or mirror"),
+])
+def test_luks_is_refused_where_there_is_no_volume_of_the_nodes_own(mode, line):
+    with pytest.raises(PlanError) as info:
+        plan_of(hosts={"node003": {"node_root": mode, "node_luks": True}})
+    assert info.value.errors == [line]
+
+
+RETIRED = ("is retired: a LUKS root is unlocked by Clevis bound to the provisioning hosts' Tang (docs/security.md); "
+           "remove it from the inventory and vault")
+
+
+def test_retired_luks_keys_are_one_line_each():
+    secrets = {n: dict(e, luks_key="0123456789abcdef-key") for n, e in BASE_CLUSTER["cluster_chap_secrets"].items()}
+    with pytest.raises(PlanError) as info:
+        plan_of(cluster={"cluster_chap_secrets": secrets},
+                hosts={"node001": {"node_luks": True, "node_luks_key": "0123456789abcdef-key"},
+                       "sch1": {"node_luks_key": "0123456789abcdef-key"}})   # a storage host's node_* is none of ours
+    assert info.value.errors == [
+        "node001: cluster_chap_secrets.node001.luks_key: " + RETIRED,
+        "node001: node_luks_key: " + RETIRED,
+        "node002: cluster_chap_secrets.node002.luks_key: " + RETIRED,
+        "node003: cluster_chap_secrets.node003.luks_key: " + RETIRED,
+    ]
+    assert "0123456789abcdef-key" not in str(info.value)
+    # the action plugins pass an undeclared name without its value (None): the name alone is refused
+    cluster, hostvars, groups = inventory()
+    hostvars["node002"]["node_luks_key"] = None
+    with pytest.raises(PlanError) as info:
+        build_plan(cluster, hostvars, groups)
+    assert info.value.errors == ["node002: node_luks_key: " + RETIRED]
+
+
+def test_provisioning_tang_clients_are_the_luks_nodes():
+    hosts = dict(IPS2, node001={"node_luks": True}, node002={"node_luks": True, "node_ip": "10.77.0.99"},
+                 node005={"group": "compute", "vars": {"node_mac": "52:54:00:00:01:05", "node_root": "mirror",
+                                                       "node_chap_secret": "node005-secret-a",
+                                                       "node_chap_mutual_secret": "node005-mutual-a"}})
+    plan = plan_of(hosts=hosts)
+    for host in ("ips1", "ips2"):
+        assert plan["provisioning"][host]["tang_clients"] == ["10.77.0.99", "10.77.0.101"]   # by address, not text
+    assert plan_of()["provisioning"]["ips1"]["tang_clients"] == []
+    storage = json.dumps(plan["storage"])
+    assert "tang" not in storage
 
 
 def test_redact_masks_every_secret():
-    plan = plan_of(hosts={"node001": {"node_luks": True, "node_luks_key": "0123456789abcdef-key"}})
+    plan = plan_of(hosts=LUKS)
     text = json.dumps(redact(plan))
-    for secret in ("node001-secret-a", "node001-mutual-a", "node002-mutual-a", "0123456789abcdef-key"):
+    for secret in ("node001-secret-a", "node001-mutual-a", "node002-mutual-a"):
         assert secret in json.dumps(plan) and secret not in text
     assert SECRET_MASK in text
     assert "#!ipxe" in text  # the non-secret boot scripts stay readable
+    assert "http://10.77.0.2/tang" in text  # Tang URLs are no secret
 
 
 def test_plan_is_json_and_deterministic():

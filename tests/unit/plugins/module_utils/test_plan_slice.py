@@ -40,29 +40,27 @@ def module_spec(name, monkeypatch):
 
 
 def plans():
-    # the base inventory, plus LUKS, a pinned mirror and extra ZFS settings
+    # the base inventory, plus LUKS (two provisioning hosts' Tang), a pinned mirror and extra ZFS settings
     yield "base", build_plan(*inventory()), None
-    secrets = dict(BASE_CLUSTER["cluster_chap_secrets"])
-    secrets["node001"] = dict(secrets["node001"], luks_key="node001-luks-key-0123")
-    yield "luks", build_plan(*inventory(cluster={"cluster_chap_secrets": secrets},
+    yield "luks", build_plan(*inventory(cluster={"cluster_tang_threshold": 2},
                                         hosts={"node001": {"node_luks": True, "node_root_size": "4G"},
-                                               "node002": {"node_storage": ["sch2", "sch1"]}})), \
+                                               "node002": {"node_storage": ["sch2", "sch1"], "node_luks": True},
+                                               "ips2": {"group": "provisioning", "vars": {"ansible_host": "10.77.0.3"}}})), \
         {"volblocksize": "", "golden_properties": {"compression": "zstd"}, "node_properties": {"sync": "always"},
          "golden_snapshot": "false", "golden_readonly": "no"}
     yield "live", build_plan(*live_inventory()), None
 
 
-# the base inventory (iscsi node001, mirror node002, image node003) plus two live nodes, one of them on a second
-# image that no iSCSI node uses, with a LUKS key and no CHAP entry
+# the base inventory (iscsi node001, mirror node002 with LUKS, image node003) plus two live nodes, one of them on
+# a second image that no iSCSI node uses, without a CHAP entry
 def live_inventory():
     images = dict(BASE_CLUSTER["cluster_images"], bookworm={"version": "2", "size": "3G"})
-    secrets = dict(BASE_CLUSTER["cluster_chap_secrets"], node005={"luks_key": "node005-luks-key-0123"})
-    return inventory(cluster={"cluster_images": images, "cluster_default_image": "debian12", "cluster_chap_secrets": secrets},
-                     hosts={"node003": {"node_overlay": "zram"},
+    return inventory(cluster={"cluster_images": images, "cluster_default_image": "debian12"},
+                     hosts={"node002": {"node_luks": True},
+                            "node003": {"node_overlay": "zram"},
                             "node004": {"group": "compute", "vars": {"node_mac": "52:54:00:00:01:04", "node_root": "live"}},
                             "node005": {"group": "compute", "vars": {"node_mac": "52:54:00:00:01:05", "node_root": "live",
-                                                                     "node_image": "bookworm", "node_luks": True,
-                                                                     "node_overlay_size": "30%"}}})
+                                                                     "node_image": "bookworm", "node_overlay_size": "30%"}}})
 
 
 @pytest.mark.parametrize("name, plan, defaults", list(plans()), ids=lambda x: x if isinstance(x, str) else "")
@@ -156,15 +154,19 @@ def test_provisioning_publishes_root_squashfs_only_for_live_images():
     assert "slice.images | selectattr('live') | product(['root.squashfs'])" in tasks
 
 
+NO_TANG = {"luks": False, "tang_urls": [], "tang_threshold": None}
+
+
 @pytest.mark.parametrize("node, expected", [
-    ("node001", {"root": "iscsi", "iscsi_replacement_timeout": 86400, "path_wait": 0, "md_name": None, "overlay": None,
-                 "overlay_size": None, "live_url": None}),
+    ("node001", dict(NO_TANG, root="iscsi", iscsi_replacement_timeout=86400, path_wait=0, md_name=None, overlay=None,
+                     overlay_size=None, live_url=None)),
     ("node002", {"root": "mirror", "iscsi_replacement_timeout": 5, "path_wait": 30, "md_name": "dlroot", "overlay": None,
-                 "overlay_size": None, "live_url": None}),
-    ("node003", {"root": "image", "iscsi_replacement_timeout": 5, "path_wait": 30, "md_name": None, "overlay": "zram",
-                 "overlay_size": "50%", "live_url": None}),
-    ("node005", {"root": "live", "iscsi_replacement_timeout": None, "path_wait": None, "md_name": None, "overlay": "tmpfs",
-                 "overlay_size": "30%", "live_url": "http://10.77.0.2/images/bookworm/2/root.squashfs"}),
+                 "overlay_size": None, "live_url": None,
+                 "luks": True, "tang_urls": ["http://10.77.0.2/tang"], "tang_threshold": 1}),
+    ("node003", dict(NO_TANG, root="image", iscsi_replacement_timeout=5, path_wait=30, md_name=None, overlay="zram",
+                     overlay_size="50%", live_url=None)),
+    ("node005", dict(NO_TANG, root="live", iscsi_replacement_timeout=None, path_wait=None, md_name=None, overlay="tmpfs",
+                     overlay_size="30%", live_url="http://10.77.0.2/images/bookworm/2/root.squashfs")),
 ])
 def test_a_nodes_slice_has_its_boot_settings_and_no_secret(node, expected):
     plan = build_plan(*live_inventory())
@@ -172,7 +174,24 @@ def test_a_nodes_slice_has_its_boot_settings_and_no_secret(node, expected):
     assert {k: part[k] for k in expected} == expected
     assert part["machine_id"] == plan["nodes"][node]["machine_id"] and len(part["machine_id"]) == 32
     text = json.dumps(part)
-    for secret in ("secret-a", "mutual-a", "luks-key"):
+    for secret in ("secret-a", "mutual-a"):
         assert secret not in text, (node, secret)
     if node == "node005":
-        assert (part["paths"], part["initiator_iqn"], part["luks"]) == ([], None, True)
+        assert (part["paths"], part["initiator_iqn"]) == ([], None)
+
+
+def test_tang_in_the_provisioning_and_compute_slices():
+    plan = build_plan(*inventory(cluster={"cluster_tang_threshold": 2, "cluster_http_port": 8080},
+                                 hosts={"node001": {"node_luks": True}, "node002": {"node_luks": True},
+                                        "ips2": {"group": "provisioning", "vars": {"ansible_host": "10.77.0.3"}}}))
+    for host in ("ips1", "ips2"):
+        # its Tang answers the LUKS nodes only: node003 (image) is not a client
+        assert host_slice(plan, host)["tang"] == {"path": "/tang", "clients": ["10.77.0.101", "10.77.0.102"]}
+    for node in ("node001", "node002"):
+        part = host_slice(plan, node)
+        assert (part["luks"], part["tang_urls"], part["tang_threshold"]) == \
+            (True, ["http://10.77.0.2:8080/tang", "http://10.77.0.3:8080/tang"], 2)
+    assert (host_slice(plan, "node003")["tang_urls"], host_slice(plan, "node003")["tang_threshold"]) == ([], None)
+    for host in ("sch1", "sch2"):
+        assert "tang" not in json.dumps(host_slice(plan, host))
+    assert host_slice(build_plan(*inventory()), "ips1")["tang"] == {"path": "/tang", "clients": []}
