@@ -17,7 +17,7 @@ import os
 import shlex
 
 # Bump when the build logic changes what ends up in a bundle (files written, checks, layout).
-RECIPE_FORMAT = 3
+RECIPE_FORMAT = 4
 
 # The tail of root.img that its ext4 leaves free: md metadata 1.0 (superblock + internal bitmap, at the END of
 # each leg) of a `mirror` node fits there, so both legs stay thin clones of the golden image.
@@ -30,6 +30,10 @@ BUNDLE_FILES = ("vmlinuz", "initrd.img", "root.img", "root.squashfs", "packages.
 BASE_PACKAGES = (
     "linux-image-amd64", "systemd-sysv", "udev", "dbus", "initramfs-tools", "zstd", "kmod",
     "open-iscsi", "mdadm", "multipath-tools", "dmsetup", "busybox", "curl",
+    # LUKS roots (node_luks): cryptsetup and Clevis for the initramfs (hooks/diskless copies them; scripts/diskless
+    # encrypts at the first boot and unlocks). Not cryptsetup-initramfs / clevis-initramfs: their cryptroot unlock
+    # is what scripts/diskless replaces (check_initramfs refuses an initramfs that carries it)
+    "cryptsetup-bin", "clevis", "clevis-luks", "jose", "libpwquality-tools",
     "openssh-server", "python3",
     "iproute2", "procps", "chrony", "rsyslog",
     "e2fsprogs", "util-linux", "netbase",
@@ -64,7 +68,8 @@ APT_OPTIONS = (
 )
 
 # Modules the initramfs needs besides MODULES=netboot (base filesystems + every network driver), open-iscsi's
-# hook and the node files' hook (hooks/diskless: iSCSI, md raid1, dm-multipath, overlay, squashfs, loop, zram):
+# hook and the node files' hook (hooks/diskless: iSCSI, md raid1, dm-multipath, overlay, squashfs, loop, zram,
+# dm-crypt and AES-XTS):
 # the SCSI disk driver for the LUN and the virtio block/SCSI drivers for local disks and the lab.
 INITRAMFS_MODULES = ("sd_mod", "virtio_blk", "virtio_scsi", "virtio_net", "af_packet")
 
@@ -80,12 +85,32 @@ INITRAMFS_REQUIRED = (
     "bin/sha256sum",
     "etc/mdadm/mdadm.conf",
     "etc/diskless",     # the directory of the node.conf iPXE appends (it makes no parent directory)
+    # LUKS root: cryptsetup, and Clevis with what its scripts run (hooks/diskless)
+    "sbin/cryptsetup",
+    "bin/bash",
+    "bin/jose",
+    "bin/pwmake",
+    "bin/clevis",
+    "bin/clevis-decrypt",
+    "bin/clevis-decrypt-tang",
+    "bin/clevis-decrypt-sss",
+    "bin/clevis-encrypt-sss",
+    "bin/clevis-encrypt-tang",
+    "bin/clevis-luks-bind",
+    "bin/clevis-luks-unlock",
+    "bin/clevis-luks-common-functions",
+    "bin/cat",          # clevis-decrypt runs /bin/cat
+    "bin/base64",       # scripts/diskless: the first boot's one-time key
 )
 # Kernel modules it must carry (as .ko, or listed in modules.builtin when the kernel has them built in).
 INITRAMFS_REQUIRED_MODULES = (
     "iscsi_tcp", "sd_mod", "virtio_net", "virtio_blk", "ext4", "md-mod", "raid1", "dm-multipath",
     "dm-service-time", "overlay", "squashfs", "loop", "zram",
+    "dm-crypt", "xts", "algif_skcipher",
 )
+# Debian's own LUKS unlock (cryptsetup-initramfs, clevis-initramfs): never in our initramfs, scripts/diskless
+# unlocks the root (a crypttab-driven askpass loop racing it would only confuse the boot).
+INITRAMFS_FORBIDDEN = ("scripts/local-top/cryptroot", "scripts/local-top/clevis")
 # The node's own file, injected by iPXE at boot: an initramfs never carries one.
 INITRAMFS_NODE_CONF = "etc/diskless/node.conf"
 
@@ -513,6 +538,11 @@ def check_initramfs(entries):
         if n.endswith("etc/mdadm/mdadm.conf"):
             if not any(line.strip() == "AUTO -all" for line in entries[n].decode("utf-8", "replace").splitlines()):
                 problems.append("initramfs mdadm.conf lacks 'AUTO -all' (md would auto-assemble)")
+    for unwanted in INITRAMFS_FORBIDDEN:
+        hits = sorted(n for n in names if n == unwanted or n.endswith("/" + unwanted))
+        if hits:
+            problems.append("initramfs carries %s (cryptsetup-initramfs or clevis-initramfs installed?): "
+                            "scripts/diskless unlocks a LUKS root itself" % hits[0])
     baked = [n for n in names if n.rstrip("/").endswith(INITRAMFS_NODE_CONF)]
     if baked:
         problems.append("initramfs carries a baked %s (must only come from iPXE)" % baked[0])

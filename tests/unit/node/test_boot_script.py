@@ -6,8 +6,11 @@ These prove the logic (argv, decision table, refusals); the lab proves it agains
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -19,6 +22,7 @@ SCRIPT = os.path.join(NODE, "usr/share/initramfs-tools/scripts/diskless")
 READD = os.path.join(NODE, "usr/lib/diskless-cluster/md-readd")
 TIMEOUTS = os.path.join(NODE, "usr/lib/diskless-cluster/iscsi-timeouts")
 SHELL = shutil.which("dash") or "/bin/sh"
+LUKS_FIXTURES = os.path.join(os.path.dirname(__file__), "../fixtures/luks")
 
 T1 = "iqn.2026-11.org.example:sch1.node001-root"
 T2 = "iqn.2026-11.org.example:sch2.node001-root"
@@ -42,7 +46,7 @@ exit 0
     "mdadm": r'''
 case "$1" in
 --examine) [ -e "$T/sb.${2##*/}" ]; exit $? ;;
---create|--assemble) mkdir -p "$DL_DEV/md"; : > "$2"; exit 0 ;;
+--create|--assemble) mkdir -p "$DL_DEV/md"; if [ -e "$T/md.img" ]; then cp "$T/md.img" "$2"; else : > "$2"; fi; exit 0 ;;
 esac
 case "$2" in --re-add) exit "$(cat "$T/readd_rc" 2>/dev/null || echo 0)" ;; esac
 exit 0
@@ -55,14 +59,60 @@ exit 0
     "dd": "exit 0",
     # advances the fake clock instead of sleeping
     "sleep": 'read -r up _ < "$DL_PROC/uptime"; echo "$(( ${up%%.*} + ${1%%.*} )).00 0" > "$DL_PROC/uptime"',
-    # curl -o FILE URL: copies $T/http/<basename of URL>; -sfI: its headers (Content-Length)
+    # curl -o FILE URL: copies $T/http/<basename of URL>; -sfI: its headers (Content-Length); -w '%{http_code}':
+    # the status in $T/http/<basename>.code, else 200 when the file exists, else 000 (no answer)
     "curl": r'''
-out= url= head=
-while [ $# -gt 0 ]; do case "$1" in -o) out=$2; shift;; -sfI) head=1;; --max-time|--connect-timeout) shift;; -*) ;; *) url=$1;; esac; shift; done
+out= url= head= w=
+while [ $# -gt 0 ]; do
+    case "$1" in -o) out=$2; shift;; -w) w=$2; shift;; -sfI) head=1;; --max-time|--connect-timeout) shift;; -*) ;; *) url=$1;; esac
+    shift
+done
 f="$T/http/${url##*/}"
+if [ -n "$w" ]; then
+    if [ -e "$f.code" ]; then cat "$f.code"; elif [ -e "$f" ]; then echo 200; else echo 000; exit 7; fi
+    exit 0
+fi
 [ -e "$f" ] || exit 22
 if [ -n "$head" ]; then printf 'HTTP/1.1 200 OK\r\nContent-Length: %s\r\n' "$(wc -c < "$f")"; exit 0; fi
 cp "$f" "$out"
+''',
+    # the LUKS state of a device is $T/luks.<name>: absent = no LUKS header, else what luksDump prints. What the
+    # key-taking commands read on stdin goes to $T/stdin.<what> (outside the node's /run)
+    "cryptsetup": r'''
+dev=; for a in "$@"; do dev=$a; done
+n=${dev##*/}
+case "$1" in
+isLuks) [ -e "$T/luks.$n" ]; exit $? ;;
+luksDump) cat "$T/luks.$n"; exit 0 ;;
+reencrypt)
+    cat > "$T/stdin.reencrypt"
+    rc=$(cat "$T/reencrypt_rc" 2>/dev/null || echo 0)
+    [ -e "$T/reencrypt_dump" ] && cp "$T/reencrypt_dump" "$T/luks.$n"
+    exit "$rc" ;;
+luksRemoveKey) cat > "$T/stdin.luksRemoveKey"; exit 0 ;;
+esac
+exit 0
+''',
+    # clevis encrypt sss / luks bind / luks unlock: fail (as with no Tang) while $T/tang.down exists; bind adds a
+    # clevis token to $T/luks.<dev>, unlock makes /dev/mapper/<name>
+    "clevis": r'''
+cmd="$1 $2"; shift 2
+dev= name=
+while [ $# -gt 0 ]; do case "$1" in -d) dev=$2; shift;; -n) name=$2; shift;; esac; shift; done
+case "$cmd" in
+"encrypt sss")
+    cat > /dev/null
+    if [ -e "$T/tang.down" ]; then echo "Unable to fetch advertisement: 'http://10.0.0.1/tang/adv/'!" >&2; exit 1; fi
+    echo eyJhbGciOiJkaXIiLCJjbGV2aXMiOnt9fQ..iv.ct.tag ;;
+"luks bind")
+    cat > "$T/stdin.bind"
+    if [ -e "$T/tang.down" ] || [ -e "$T/bind.fail" ]; then echo "Error adding new binding to $dev" >&2; exit 1; fi
+    printf '  0: clevis\n\tKeyslot:    1\n' >> "$T/luks.${dev##*/}" ;;
+"luks unlock")
+    if [ -e "$T/tang.down" ]; then echo "Error communicating with server http://10.0.0.1/tang" >&2; echo "$dev could not be opened." >&2; exit 1; fi
+    mkdir -p "$DL_DEV/mapper"; : > "$DL_DEV/mapper/$name" ;;
+esac
+exit 0
 ''',
 }
 
@@ -76,9 +126,11 @@ log_end_msg() { :; }
 '''
 
 
-def ext4_sb(mtime=0, mnt_count=0, wtime=1, uuid=b"\x11" * 16):
-    """The first 2 KiB of an ext4 file system: the fields scripts/diskless reads."""
+def ext4_sb(mtime=0, mnt_count=0, wtime=1, uuid=b"\x11" * 16, blocks=0, log_block_size=2):
+    """The first 2 KiB of an ext4 file system: the fields scripts/diskless reads (blocks of 1024 << log_block_size)."""
     sb = bytearray(2048)
+    struct.pack_into("<I", sb, 1024 + 4, blocks)
+    struct.pack_into("<I", sb, 1024 + 24, log_block_size)
     struct.pack_into("<I", sb, 1024 + 44, mtime)
     struct.pack_into("<I", sb, 1024 + 48, wtime)
     struct.pack_into("<H", sb, 1024 + 52, mnt_count)
@@ -91,7 +143,7 @@ class Env:
     def __init__(self, tmp_path):
         self.t = tmp_path
         for d in ("bin", "sys/class/iscsi_session", "sys/block", "dev", "proc", "run/diskless", "run/initramfs",
-                  "root/etc", "http"):
+                  "root/etc", "http", "tmp"):
             (tmp_path / d).mkdir(parents=True, exist_ok=True)
         for name, body in STUBS.items():
             f = tmp_path / "bin" / name
@@ -129,9 +181,10 @@ class Env:
         env = {"PATH": "%s:/usr/bin:/bin" % (self.t / "bin"), "T": str(self.t), "DL_SYS": str(self.t / "sys"),
                "DL_DEV": str(self.t / "dev"), "DL_PROC": str(self.t / "proc"), "DL_RUN": str(self.t / "run/diskless"),
                "DL_RUN_INITRAMFS": str(self.t / "run/initramfs"), "DL_CONF": str(self.t / "node.conf"),
-               "rootmnt": str(self.t / "root")}
+               "rootmnt": str(self.t / "root"), "TMPDIR": str(self.t / "tmp")}
         prog = PRELUDE + ". %s\n%s\n" % (script, body)
-        return subprocess.run([SHELL, "-c", prog], env=env, capture_output=True, text=True, timeout=60, check=False)
+        return subprocess.run([SHELL, "-c", prog], env=env, capture_output=True, text=True, timeout=60, check=False,
+                              stdin=subprocess.DEVNULL)
 
     def calls(self, name=None):
         rows = [line.split("|") for line in (self.t / "calls").read_text().splitlines()]
@@ -183,6 +236,9 @@ def test_iscsi_login_argv_timeouts_chap_and_root_env(env):
     assert "s3cret" not in text and "CHAP" not in text
     assert (env.t / "run/initramfs/open-iscsi.interface").read_text() == "ens3\n"
     assert "diskless: node001 root iscsi: sda (10.0.0.11)" in r.stdout
+    # DL_LUKS='0': no LUKS step at all
+    assert env.calls("cryptsetup") == [] and env.calls("clevis") == []
+    assert not (env.t / "run/diskless/luks").exists() and renv["DL_LUKS_DEVICE"] == "" and renv["DL_LUKS"] == "0"
 
 
 def test_iscsi_without_chap_has_no_auth_args(env):
@@ -453,6 +509,264 @@ def test_live_too_little_ram_panics(env):
     env.node_conf(**LIVE)
     r = env.run("mountroot")
     assert r.returncode == 42 and "RAM" in r.stdout
+
+
+# --- LUKS (DL_LUKS=1): first boot encrypts in place and binds to Tang, every boot unlocks -----------------
+
+TANG = "http://10.0.0.1/tang"
+MIB = 1048576
+RANDOM_BYTES = bytes(range(101, 133))                         # what the fake /dev/urandom gives
+KEY = base64.b64encode(RANDOM_BYTES).decode()                 # the one-time key scripts/diskless makes of it
+FS_BLOCKS = 2048                                              # the image's ext4: 8 MiB of 4 KiB blocks
+LUKS = dict(DL_LUKS="1", DL_TANG_URLS=TANG, DL_TANG_THRESHOLD="1")
+ISCSI = dict(DL_ROOT_MODE="iscsi", DL_PATHS=paths((T1, "10.0.0.11", "3260", "0")), DL_PATH_WAIT="0")
+POLICY = '{"t":1,"pins":{"tang":[{"url":"%s"}]}}' % TANG
+
+
+def luks_dump(state):
+    with open(os.path.join(LUKS_FIXTURES, "luksDump_%s.txt" % state)) as f:
+        return f.read()
+
+
+def luks_disk(env, state=None, room_mib=32, name="sda", portal="10.0.0.11", **kw):
+    """A node volume: the image's ext4 + room_mib MiB; state None = plain, else its luksDump fixture."""
+    env.disk(portal, name, ext4_sb(blocks=FS_BLOCKS), sectors=(FS_BLOCKS * 4096 + room_mib * MIB) // 512, **kw)
+    if state:
+        (env.t / ("luks." + name)).write_text(luks_dump(state))
+    (env.t / "random").write_bytes(RANDOM_BYTES)
+    # what the encryption leaves: a LUKS2 header with one keyslot and no token (the clevis stub adds one)
+    (env.t / "reencrypt_dump").write_text(luks_dump("unbound"))
+
+
+def luks_calls(env):
+    """The cryptsetup/clevis calls that act (not the isLuks/luksDump looks)."""
+    return [c for c in env.calls() if c[0] in ("cryptsetup", "clevis") and c[1] not in ("isLuks", "luksDump")]
+
+
+def boot(env, **conf):
+    env.node_conf(**conf)
+    return env.run('DL_RANDOM="$T/random"; mountroot')
+
+
+def panic_line(r):
+    [line] = [x for x in r.stdout.splitlines() if x.startswith("PANIC")]
+    return line
+
+
+def files_holding(root, needle):
+    hits = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path) and needle in open(path, "rb").read():
+                hits.append(path)
+    return hits
+
+
+@pytest.mark.parametrize("urls, threshold", [
+    ("http://10.77.0.2/tang", "1"),
+    ("http://10.77.0.2/tang http://10.77.0.3:8080/tang", "1"),
+    ("http://10.77.0.2/tang http://10.77.0.3:8080/tang", "2"),
+])
+def test_tang_policy_is_sss_over_every_tang(env, urls, threshold):
+    r = env.run("DL_TANG_URLS='%s' DL_TANG_THRESHOLD='%s'; dl_tang_policy" % (urls, threshold))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"t": int(threshold), "pins": {"tang": [{"url": u} for u in urls.split()]}}
+
+
+@pytest.mark.parametrize("content, dump, state", [
+    (ext4_sb(), None, "plain"),                      # an untouched clone of the golden image
+    (b"\0" * 2048, None, "unknown"),                 # no LUKS and no ext4: not our image
+    (b"LUKS\xba\xbe", "reencrypting", "reencrypting"),  # a first boot cut off in the encryption
+    (b"LUKS\xba\xbe", "unbound", "unbound"),         # ... cut off between the encryption and the binding
+    (b"LUKS\xba\xbe", "bound", "bound"),
+])
+def test_luks_state(env, content, dump, state):
+    env.disk("10.0.0.11", "sda", content)
+    if dump:
+        (env.t / "luks.sda").write_text(luks_dump(dump))
+    r = env.run('dl_luks_state "$DL_DEV/sda"')
+    assert r.returncode == 0 and r.stdout == state + "\n", r.stdout + r.stderr
+
+
+def test_luks_first_boot_encrypts_in_place_binds_to_tang_and_drops_the_one_time_key(env):
+    luks_disk(env)
+    r = boot(env, **ISCSI, **LUKS)
+    assert r.returncode == 0, r.stdout + r.stderr
+    dev, mapper = str(env.t / "dev/sda"), str(env.t / "dev/mapper/dlcrypt")
+    assert [c[1:] for c in luks_calls(env)] == [
+        ["encrypt", "sss", POLICY, "-y"],            # every Tang answers before anything is written
+        ["reencrypt", "--encrypt", "--type", "luks2", "--reduce-device-size", "32M", "--pbkdf", "pbkdf2",
+         "--pbkdf-force-iterations", "1000", "--batch-mode", "--key-file", "-", dev],
+        ["luks", "bind", "-y", "-d", dev, "-k", "-", "sss", POLICY],
+        ["luksRemoveKey", "--batch-mode", "--key-file", "-", dev],
+        ["luks", "unlock", "-d", dev, "-n", "dlcrypt"],
+    ]
+    # the one-time key: on the stdin of the three commands that need it, and nowhere else
+    for what in ("reencrypt", "bind", "luksRemoveKey"):
+        assert (env.t / ("stdin." + what)).read_text() == KEY
+    assert KEY not in (env.t / "calls").read_text()                # never in an argv
+    assert KEY not in r.stdout + r.stderr
+    for tree in ("run", "tmp", "root"):                             # never in a file under /run or /tmp
+        assert files_holding(env.t / tree, KEY.encode()) == [] and files_holding(env.t / tree, RANDOM_BYTES) == []
+    # the mount and everything after it use the dm-crypt device
+    assert ["mount", "-t", "ext4", "-o", "ro", mapper, str(env.t / "root")] in env.calls("mount")
+    assert not [c for c in env.calls("mount") if dev in c]
+    renv = env.root_env()
+    assert renv["DL_ROOT_DEVICE"] == mapper and renv["DL_LUKS_DEVICE"] == dev and renv["DL_LUKS"] == "1"
+    assert renv["DL_TANG_URLS"] == TANG and renv["DL_TANG_THRESHOLD"] == "1"
+    assert (env.t / "run/diskless/luks").read_text() == dev + "\n"
+    assert re.search(r"^diskless: luks: %s encrypted and bound to Tang in \d+ s \(40 MiB\)$" % re.escape(dev), r.stdout, re.M)
+    assert "diskless: node001 root iscsi: sda (10.0.0.11), luks dlcrypt (encrypted at this boot)" in r.stdout
+    # Clevis' curl gives up on a silent Tang within seconds
+    assert "connect-timeout = 5" in (env.t / "run/initramfs/tang/.curlrc").read_text()
+
+
+def test_luks_bound_volume_is_unlocked_and_nothing_else(env):
+    luks_disk(env, "bound")
+    r = boot(env, **ISCSI, **LUKS)
+    assert r.returncode == 0, r.stdout + r.stderr
+    dev = str(env.t / "dev/sda")
+    assert [c[1:] for c in luks_calls(env)] == [["luks", "unlock", "-d", dev, "-n", "dlcrypt"]]
+    assert ["mount", "-t", "ext4", "-o", "ro", str(env.t / "dev/mapper/dlcrypt"), str(env.t / "root")] in env.calls("mount")
+    assert "diskless: node001 root iscsi: sda (10.0.0.11), luks dlcrypt\n" in r.stdout
+    assert "cannot unlock" not in r.stdout
+
+
+@pytest.mark.parametrize("code, says", [
+    (None, "no answer (down, or unreachable from this node)"),
+    ("403", "refuses this node's address (HTTP 403"),
+])
+def test_luks_unlock_retries_saying_so_then_panics_naming_what_tang_answered(env, code, says):
+    luks_disk(env, "bound")
+    (env.t / "tang.down").write_text("")
+    if code:
+        (env.t / "http/adv.code").write_text(code)
+    r = boot(env, **ISCSI, **LUKS, DL_LUKS_WAIT="60")
+    assert r.returncode == 42, r.stdout + r.stderr
+    dev = str(env.t / "dev/sda")
+    waits = [x for x in r.stdout.splitlines()
+             if x.startswith("diskless: luks: cannot unlock %s: no answer from Tang at %s (retrying, " % (dev, TANG))]
+    assert 6 <= len(waits) <= 8, r.stdout                         # the first failure, then every ~10 s for 60 s
+    line = panic_line(r)
+    assert "luks: cannot unlock %s after 60 s" % dev in line and says in line
+    assert "Error communicating with server" in line or "could not be opened" in line
+    assert not [c for c in env.calls("mount") if str(env.t / "root") in c]   # nothing mounted
+    assert env.calls("cryptsetup")[0][1] == "isLuks" and not [c for c in luks_calls(env) if c[1] != "luks"]
+
+
+@pytest.mark.parametrize("state, says", [
+    ("reencrypting", "holds a LUKS2 header with an unfinished in-place encryption"),
+    ("unbound", "is LUKS but has no Clevis binding"),
+])
+def test_luks_cut_off_first_boot_panics_with_the_reclone_hint(env, state, says):
+    luks_disk(env, state)
+    r = boot(env, **ISCSI, **LUKS)
+    assert r.returncode == 42
+    line = panic_line(r)
+    assert says in line and "lived only in its RAM" in line
+    for hint in ("Re-clone it", "LIO backstore", "zfs destroy", "nodes/node001-root", "re-run site.yml"):
+        assert hint in line, hint
+    assert luks_calls(env) == [] and not [c for c in env.calls("mount") if str(env.t / "root") in c]
+
+
+def test_luks_refuses_to_encrypt_a_volume_without_room_for_the_header(env):
+    luks_disk(env, room_mib=16)
+    r = boot(env, **ISCSI, **LUKS)
+    assert r.returncode == 42
+    assert "needs 32 MiB after the file system" in panic_line(r) and "24 MiB and its ext4 8 MiB" in panic_line(r)
+    assert luks_calls(env) == []
+
+
+def test_luks_first_boot_without_tang_leaves_the_volume_plain(env):
+    luks_disk(env)
+    (env.t / "tang.down").write_text("")
+    r = boot(env, **ISCSI, **LUKS, DL_LUKS_WAIT="20")
+    assert r.returncode == 42
+    assert "luks: cannot encrypt %s yet: no answer from every Tang at %s" % (env.t / "dev/sda", TANG) in r.stdout
+    line = panic_line(r)
+    assert "left as it was (plain, not encrypted): the next boot tries again" in line
+    assert {c[1] for c in luks_calls(env)} == {"encrypt"}          # nothing written
+
+
+def test_luks_binding_that_fails_after_the_encryption_panics_with_the_reclone_hint(env):
+    luks_disk(env)
+    (env.t / "bind.fail").write_text("")
+    r = boot(env, **ISCSI, **LUKS, DL_LUKS_WAIT="20")
+    assert r.returncode == 42
+    line = panic_line(r)
+    assert "is encrypted but Clevis could not bind it to Tang" in line and "Re-clone it" in line
+    assert "binding it to Tang at %s failed, retrying" % TANG in r.stdout
+    acted = [c[1] for c in luks_calls(env)]
+    assert "reencrypt" in acted and "luksRemoveKey" not in acted and ["luks", "unlock"] not in [c[1:3] for c in luks_calls(env)]
+
+
+@pytest.mark.parametrize("dump, says", [
+    (None, "refused to encrypt"),                     # nothing written: the next boot tries again
+    ("reencrypting", "could not be encrypted in place"),
+])
+def test_luks_encryption_that_fails(env, dump, says):
+    luks_disk(env)
+    (env.t / "reencrypt_rc").write_text("1")
+    if dump:
+        (env.t / "reencrypt_dump").write_text(luks_dump(dump))
+    else:
+        (env.t / "reencrypt_dump").unlink()
+    r = boot(env, **ISCSI, **LUKS)
+    assert r.returncode == 42 and says in panic_line(r)
+    assert "bind" not in [c[2] for c in luks_calls(env) if c[0] == "clevis"]
+
+
+def test_mirror_luks_unlocks_on_top_of_md(env):
+    luks_disk(env, name="sda", portal="10.0.0.11", sb=True)
+    luks_disk(env, name="sdb", portal="10.0.0.12", sb=True, dev="8:16")
+    (env.t / "luks.dlroot").write_text(luks_dump("bound"))
+    r = boot(env, **MIRROR, **LUKS)
+    assert r.returncode == 0, r.stdout + r.stderr
+    md, mapper = str(env.t / "dev/md/dlroot"), str(env.t / "dev/mapper/dlcrypt")
+    assert md_calls(env)[0][:2] == ["--assemble", md]
+    assert [c[1:] for c in luks_calls(env)] == [["luks", "unlock", "-d", md, "-n", "dlcrypt"]]
+    assert ["mount", "-t", "ext4", "-o", "ro", mapper, str(env.t / "root")] in env.calls("mount")
+    assert env.root_env()["DL_ROOT_DEVICE"] == mapper and env.root_env()["DL_LUKS_DEVICE"] == md
+    assert (env.t / "run/diskless/luks").read_text() == md + "\n"
+    assert "root mirror: md dlroot over sda (10.0.0.11) sdb (10.0.0.12) assembled, luks dlcrypt" in r.stdout
+
+
+def test_mirror_luks_first_boot_encrypts_the_md_array_not_a_leg(env):
+    luks_disk(env, name="sda", portal="10.0.0.11")
+    luks_disk(env, name="sdb", portal="10.0.0.12", dev="8:16")
+    # the array over two untouched clones is the image's ext4 (metadata 1.0 at the end), its size the legs' less md's
+    (env.t / "md.img").write_bytes(ext4_sb(blocks=FS_BLOCKS))
+    (env.t / "sys/block/dlroot").mkdir()
+    (env.t / "sys/block/dlroot/size").write_text("%d\n" % ((FS_BLOCKS * 4096 + 32 * MIB) // 512))
+    r = boot(env, **MIRROR, **LUKS)
+    assert r.returncode == 0, r.stdout + r.stderr
+    md = str(env.t / "dev/md/dlroot")
+    assert md_calls(env)[0][:2] == ["--create", md] and "--assume-clean" in md_calls(env)[0]
+    acted = luks_calls(env)
+    assert [c[-1] for c in acted if c[1] in ("reencrypt", "luksRemoveKey")] == [md, md]
+    assert ["luks", "bind", "-y", "-d", md] == acted[2][1:6] and acted[-1][1:] == ["luks", "unlock", "-d", md, "-n", "dlcrypt"]
+    assert "luks: %s encrypted and bound to Tang in" % md in r.stdout
+
+
+@pytest.mark.parametrize("conf, says", [
+    (dict(IMAGE, **LUKS), "a LUKS root is for the iscsi and mirror modes only"),
+    (dict(ISCSI, DL_LUKS="1", DL_TANG_URLS="", DL_TANG_THRESHOLD=""), "DL_TANG_URLS is empty"),
+    (dict(ISCSI, DL_LUKS="1", DL_TANG_URLS=TANG, DL_TANG_THRESHOLD="2"), "must be 1 to the number of DL_TANG_URLS (1)"),
+    (dict(ISCSI, DL_LUKS="1", DL_TANG_URLS="10.0.0.1/tang", DL_TANG_THRESHOLD="1"), "is not an http(s) URL"),
+    (dict(ISCSI, DL_LUKS="yes"), "DL_LUKS='yes'"),
+])
+def test_luks_settings_that_make_no_sense_stop_the_boot(env, conf, says):
+    env.disk("10.0.0.11", "sda", ext4_sb())
+    r = boot(env, **conf)
+    assert r.returncode == 42 and says in panic_line(r)
+    assert env.calls("iscsistart") == [] and luks_calls(env) == []
+
+
+def test_luks_wait_defaults_to_five_minutes(env):
+    env.node_conf(**ISCSI, **LUKS)
+    r = env.run("dl_load_conf; echo ${DL_LUKS_WAIT}")
+    assert r.stdout.strip() == "300"
 
 
 # --- md-readd (booted node) ----------------------------------------------------------------------------

@@ -39,6 +39,24 @@ GOOD = {
     "usr/bin/sha256sum": b"\x7fELF",
     "etc/mdadm/mdadm.conf": b"# why\nAUTO -all\nHOMEHOST <none>\n",
     "etc/diskless": b"",
+    "usr/sbin/cryptsetup": b"\x7fELF",
+    "usr/bin/bash": b"\x7fELF",
+    "usr/bin/jose": b"\x7fELF",
+    "usr/bin/pwmake": b"\x7fELF",
+    "usr/bin/clevis": b"#!/bin/bash -e\n",
+    "usr/bin/clevis-decrypt": b"#!/bin/bash -e\n",
+    "usr/bin/clevis-decrypt-tang": b"#!/bin/bash -e\n",
+    "usr/bin/clevis-decrypt-sss": b"\x7fELF",
+    "usr/bin/clevis-encrypt-sss": b"\x7fELF",
+    "usr/bin/clevis-encrypt-tang": b"#!/bin/bash -e\n",
+    "usr/bin/clevis-luks-bind": b"#!/bin/bash -e\n",
+    "usr/bin/clevis-luks-unlock": b"#!/bin/bash -e\n",
+    "usr/bin/clevis-luks-common-functions": b"#!/bin/bash -e\n",
+    "usr/bin/cat": b"\x7fELF",
+    "usr/bin/base64": b"\x7fELF",
+    MODDIR + "drivers/md/dm-crypt.ko": b"",
+    MODDIR + "crypto/xts.ko": b"",
+    MODDIR + "crypto/algif_skcipher.ko": b"",
     MODDIR + "drivers/scsi/iscsi_tcp.ko": b"",
     MODDIR + "drivers/scsi/sd_mod.ko": b"",
     MODDIR + "drivers/net/virtio_net.ko": b"",
@@ -98,8 +116,10 @@ def test_packages_have_the_required_set_and_no_network_manager():
     pkgs = img.packages(["mdadm"])
     for p in ("linux-image-amd64", "systemd-sysv", "udev", "initramfs-tools", "open-iscsi", "openssh-server",
               "python3", "iproute2", "procps", "chrony", "rsyslog", "kmod", "mdadm", "multipath-tools", "dmsetup",
-              "busybox"):
+              "busybox", "cryptsetup-bin", "clevis", "clevis-luks", "jose", "libpwquality-tools", "curl"):
         assert p in pkgs
+    # Debian's own LUKS unlock in the initramfs is what scripts/diskless replaces
+    assert not {"cryptsetup-initramfs", "clevis-initramfs", "cryptsetup", "clevis-dracut"} & set(pkgs)
     assert pkgs == sorted(pkgs)
     assert img.forbidden(pkgs) == []
     assert img.forbidden(["ifupdown", "less", "network-manager"]) == ["ifupdown", "network-manager"]
@@ -333,9 +353,11 @@ def test_check_initramfs_accepts_builtin_modules():
     entries = dict(GOOD)
     del entries[MODDIR + "fs/overlayfs/overlay.ko"]
     del entries[MODDIR + "drivers/md/md-mod.ko"]
-    entries["usr/lib/modules/6.1.0-41-amd64/modules.builtin"] = b"kernel/fs/overlayfs/overlay.ko\nkernel/drivers/md/md-mod.ko\n"
+    del entries[MODDIR + "crypto/xts.ko"]
+    entries["usr/lib/modules/6.1.0-41-amd64/modules.builtin"] = (
+        b"kernel/fs/overlayfs/overlay.ko\nkernel/drivers/md/md-mod.ko\nkernel/crypto/xts.ko\n")
     facts, problems = img.check_initramfs(entries)
-    assert problems == [] and facts["found"]["overlay"] == "(built in)"
+    assert problems == [] and facts["found"]["overlay"] == "(built in)" and facts["found"]["xts"] == "(built in)"
     assert facts["initiator_name_fallback"] == ""
 
 
@@ -348,6 +370,17 @@ def test_check_initramfs_accepts_builtin_modules():
     (lambda e: e.pop(MODDIR + "drivers/md/raid1.ko"), "initramfs lacks the module raid1"),
     (lambda e: e.pop(MODDIR + "drivers/md/dm-multipath.ko"), "initramfs lacks the module dm-multipath"),
     (lambda e: e.pop(MODDIR + "fs/squashfs/squashfs.ko"), "initramfs lacks the module squashfs"),
+    (lambda e: e.pop("usr/sbin/cryptsetup"), "initramfs lacks sbin/cryptsetup"),
+    (lambda e: e.pop("usr/bin/clevis-decrypt-tang"), "initramfs lacks bin/clevis-decrypt-tang"),
+    (lambda e: e.pop("usr/bin/clevis-luks-common-functions"), "initramfs lacks bin/clevis-luks-common-functions"),
+    (lambda e: e.pop("usr/bin/bash"), "initramfs lacks bin/bash"),
+    (lambda e: e.pop("usr/bin/pwmake"), "initramfs lacks bin/pwmake"),
+    (lambda e: e.pop(MODDIR + "drivers/md/dm-crypt.ko"), "initramfs lacks the module dm-crypt"),
+    (lambda e: e.pop(MODDIR + "crypto/algif_skcipher.ko"), "initramfs lacks the module algif_skcipher"),
+    (lambda e: e.update({"scripts/local-top/cryptroot": b"#!/bin/sh\n"}),
+     "initramfs carries scripts/local-top/cryptroot (cryptsetup-initramfs or clevis-initramfs installed?)"),
+    (lambda e: e.update({"usr/share/initramfs-tools/scripts/local-top/clevis": b"#!/bin/bash\n"}),
+     "initramfs carries usr/share/initramfs-tools/scripts/local-top/clevis"),
     (lambda e: e.update({"scripts/diskless": b"#!/bin/sh\necho no mountroot\n"}),
      "scripts/diskless does not define mountroot()"),
     (lambda e: e.update({"etc/mdadm/mdadm.conf": b"HOMEHOST <system>\n"}), "initramfs mdadm.conf lacks 'AUTO -all'"),

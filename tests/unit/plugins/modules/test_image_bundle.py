@@ -57,7 +57,15 @@ GOOD = {
     MODDIR + "drivers/md/dm-multipath.ko": b"",
     MODDIR + "drivers/md/dm-service-time.ko": b"",
     "etc/initiatorname.iscsi": img.INITIATORNAME_PLACEHOLDER.encode(),
+    # the LUKS root: cryptsetup and Clevis (hooks/diskless)
+    "usr/sbin/cryptsetup": b"\x7fELF",
+    MODDIR + "drivers/md/dm-crypt.ko": b"",
+    MODDIR + "crypto/xts.ko": b"",
+    MODDIR + "crypto/algif_skcipher.ko": b"",
 }
+GOOD.update(("usr/bin/" + name, b"\x7fELF") for name in (
+    "bash", "jose", "pwmake", "cat", "base64", "clevis", "clevis-decrypt", "clevis-decrypt-tang", "clevis-decrypt-sss",
+    "clevis-encrypt-sss", "clevis-encrypt-tang", "clevis-luks-bind", "clevis-luks-unlock", "clevis-luks-common-functions"))
 
 KVER = "6.1.0-41-amd64"
 KEY = "ssh-ed25519 AAAAC3Nza test@lab"
