@@ -20,9 +20,9 @@ PACKAGES=(
   # every container: systemd as PID 1, Ansible's Python
   systemd systemd-sysv dbus python3 python3-apt ca-certificates iproute2 procps
   # provisioning host (roles/provisioning_host)
-  dnsmasq nginx chrony rsyslog ipxe openssh-client
-  # test clients: real DHCP, TFTP, HTTP, NTP and syslog clients
-  isc-dhcp-client tftp-hpa curl bsdutils
+  dnsmasq nginx chrony rsyslog ipxe openssh-client tang
+  # test clients: real DHCP, TFTP, HTTP, NTP and syslog clients; Clevis (a LUKS node's Tang client)
+  isc-dhcp-client tftp-hpa curl bsdutils clevis
 )
 
 recipe_hash="$( { printf '%s\n' "$SUITE" "$MIRROR" "${PACKAGES[@]}"; sed -n '/^build()/,$p' "${BASH_SOURCE[0]}"; } \
@@ -36,7 +36,9 @@ build() {
   trap 'rm -rf "$work"' RETURN
   local include
   include="$(IFS=,; echo "${PACKAGES[*]}")"
-  # minbase + our list; no recommends (keeps nginx/chrony lean); services are enabled by the packages.
+  # minbase + our list; no recommends (keeps nginx/chrony lean); services are enabled by the packages,
+  # except tangd.socket: Debian's listens on :80 (nginx's port, every client container too); the provisioning
+  # role moves it to 127.0.0.1 and enables it.
   # The hooks are run by mmdebstrap, which passes the root directory as $1: single quotes on purpose.
   # shellcheck disable=SC2016
   mmdebstrap --quiet --variant=minbase --include="$include" \
@@ -45,6 +47,7 @@ build() {
     --dpkgopt='path-exclude=/usr/share/locale/*' \
     --customize-hook='rm -f "$1"/etc/machine-id "$1"/var/lib/dbus/machine-id; touch "$1"/etc/machine-id' \
     --customize-hook='chroot "$1" systemctl mask getty@tty1.service console-getty.service systemd-logind.service' \
+    --customize-hook='chroot "$1" systemctl disable tangd.socket' \
     "$SUITE" "$work/rootfs.tar" "$MIRROR" >&2
   podman import --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' \
     "$work/rootfs.tar" "$ref" >/dev/null

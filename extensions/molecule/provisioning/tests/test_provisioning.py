@@ -2,18 +2,24 @@
 """The provisioning host, seen by real clients on the internal boot network.
 
 Runs after converge, idempotence and side_effect.yml (which took client1's first lease, tried a broken
-dnsmasq option, added node003 and re-ran the role). Expected values come from the real planner's
-output (slices.json written by side_effect.yml), never from copies in this file.
+dnsmasq option, bound a secret to Tang from client1 and wiped Tang's keys, added node003 and re-ran the role).
+Expected values come from the real planner's output (slices.json written by side_effect.yml), never from
+copies in this file.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import ipaddress
 import json
 import os
 import pathlib
 import subprocess
 import time
+
+import tarfile
 
 import pytest
 import testinfra
@@ -40,7 +46,8 @@ def plan():
         nodes[node["name"]] = dict(node, ip=slices[node["name"]]["ip"],
                                    boot_script=ips["restricted"]["files"][mac + ".ipxe"],
                                    initramfs_conf=ips["restricted"]["secret_files"][mac + ".conf"])
-    return {"cluster": ips["cluster"], "nodes": nodes, "images": {i["name"]: i for i in ips["images"]}}
+    return {"cluster": ips["cluster"], "nodes": nodes, "images": {i["name"]: i for i in ips["images"]},
+            "tang": ips["tang"]}
 
 
 def host(name):
@@ -229,3 +236,110 @@ def test_image_kernel_and_initrd_are_served_as_built(plan):
         expected = subprocess.run(["sha256sum", str(bundle / name)], check=True, capture_output=True,
                                   text=True).stdout.split()[0]
         assert served == expected, name
+
+
+# --- Tang: the LUKS nodes' key server ----------------------------------------------------------------
+
+TANG_URL = BASE + "/tang"
+TANG_SECRET, TANG_JWE = LAB["lab_tang_secret"], LAB["lab_tang_jwe"]
+TANG_PORT = 7500  # provisioning_host_tang_port (the role's default; the scenario keeps it)
+
+
+def clevis_encrypt(name, secret):
+    return host(name).check_output("echo %s | clevis encrypt tang %s -y", secret, json.dumps({"url": TANG_URL}))
+
+
+def clevis_decrypt(name, jwe):
+    # no newline after the JWE: clevis decrypt prints the secret but fails with one (as clevis luks never sends)
+    return host(name).run("printf %%s %s | clevis decrypt", jwe)
+
+
+def thumbprint(jwk):
+    """RFC 7638 SHA-256 thumbprint of an EC key (what `jose jwk thp -a S256` prints, and Tang's key names)."""
+    members = json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(hashlib.sha256(members.encode()).digest()).rstrip(b"=").decode()
+
+
+def tang_keys(name=IPS):
+    """{file name: (thumbprint, sha256 of the file)} of the keys tangd reads, as side_effect.yml recorded them."""
+    out = host(name).check_output(
+        "for k in $(find /var/lib/tang -maxdepth 1 -type f -name '*.jwk' | sort); do "
+        "echo \"$(basename \"$k\") $(jose jwk thp -a S256 -i \"$k\") $(sha256sum < \"$k\" | cut -d' ' -f1)\"; done")
+    return parse_keys(out)
+
+
+def parse_keys(text):
+    return {name: (thp, digest) for name, thp, digest in (line.split() for line in text.splitlines() if line.strip())}
+
+
+def test_tang_answers_exactly_the_luks_nodes(plan):
+    """The plan's Tang clients are the LUKS nodes' addresses (node001 only), and nginx allows those alone."""
+    assert plan["tang"]["path"] == "/tang"
+    assert plan["tang"]["clients"] == [plan["nodes"]["node001"]["ip"]]
+    site = host(IPS).file("/etc/nginx/conf.d/diskless-cluster.conf").content_string
+    block = site.split("location ^~ /tang/ {", 1)[1].split("}", 1)[0]
+    rules = [line.strip().rstrip(";") for line in block.splitlines() if line.strip()]
+    assert rules == ["allow %s" % ip for ip in plan["tang"]["clients"]] + [
+        "deny all", "proxy_pass http://127.0.0.1:%d/" % TANG_PORT]
+
+
+def test_luks_node_binds_and_unlocks_with_tang(plan):
+    """(a) a round trip from the LUKS node: Clevis fetches /tang/adv, encrypts, then recovers through /tang/rec."""
+    assert host(CLIENT1).interface("eth0").addresses[0] == plan["nodes"]["node001"]["ip"]
+    jwe = clevis_encrypt(CLIENT1, "round-trip")
+    assert json.loads(base64.urlsafe_b64decode(jwe.split(".")[0] + "==="))["clevis"]["tang"]["url"] == TANG_URL
+    out = clevis_decrypt(CLIENT1, jwe)
+    assert out.rc == 0, out.stderr
+    assert out.stdout.strip() == "round-trip"
+
+
+def test_tang_refuses_every_other_address(plan):
+    """(b) an unknown machine, a node without LUKS and the provisioning host's own address get 403: no
+    advertisement, and client1's secret cannot be recovered from there."""
+    jwe = host(CLIENT1).file(TANG_JWE).content_string.strip()
+    others = {CLIENT2: lease(CLIENT2)[0], CLIENT3: lease(CLIENT3)[0]}
+    assert others[CLIENT3] == plan["nodes"]["node003"]["ip"]
+    for name, address in others.items():
+        assert address not in plan["tang"]["clients"]
+        assert http_status(name, "/tang/adv") == "403", name
+        out = clevis_decrypt(name, jwe)
+        assert out.rc != 0 and TANG_SECRET not in out.stdout, name
+    assert http_status(IPS, "/tang/adv") == "403"
+
+
+def test_rebuilt_host_restored_its_tang_keys_from_the_backup():
+    """(c) side_effect.yml wiped /var/lib/tang and re-ran the role: the keys are back, byte for byte as before and
+    as in the controller's backup, and the secret client1 bound before the wipe still unlocks."""
+    before = parse_keys((EPHEMERAL / "tang-keys-before-the-wipe").read_text())
+    now = tang_keys()
+    assert len(before) >= 2 and now == before
+    for name, (thp, _digest) in now.items():
+        assert name.lstrip(".") == thp + ".jwk"
+    backup_dir = EPHEMERAL / "tang-backup"
+    assert sorted(p.name for p in backup_dir.iterdir()) == ["ips1.tang"]  # never rewritten: no older copy beside it
+    backup = backup_dir / "ips1.tang"
+    assert backup.stat().st_mode & 0o777 == 0o600 and backup_dir.stat().st_mode & 0o777 == 0o700
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(backup.read_text()))) as tar:
+        saved = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    assert {name: (thumbprint(json.loads(data)), hashlib.sha256(data).hexdigest()) for name, data in saved.items()} == now
+    for name in now:
+        key = host(IPS).file("/var/lib/tang/" + name)
+        assert (key.user, key.group, key.mode) == ("_tang", "_tang", 0o440)
+    out = clevis_decrypt(CLIENT1, host(CLIENT1).file(TANG_JWE).content_string.strip())
+    assert out.rc == 0, out.stderr
+    assert out.stdout.strip() == TANG_SECRET
+
+
+def test_tang_listens_on_the_loopback_only():
+    """(d) tangd's socket (held by systemd, socket activation) is 127.0.0.1:<port> alone; port 80 is nginx's."""
+    ips = host(IPS)
+    listening = {}  # address:port -> the processes holding it
+    for line in ips.check_output("ss -Hltnp").splitlines():
+        fields = line.split()
+        listening[fields[3]] = " ".join(fields[5:])
+    assert [a for a, users in listening.items() if '"systemd"' in users] == ["127.0.0.1:%d" % TANG_PORT]
+    assert [a for a in listening if a.rsplit(":", 1)[1] == str(TANG_PORT)] == ["127.0.0.1:%d" % TANG_PORT]
+    port80 = {a: users for a, users in listening.items() if a.rsplit(":", 1)[1] == "80"}
+    assert port80 and all(users.startswith('users:(("nginx",') for users in port80.values()), port80
+    assert ips.check_output("systemctl show --property=Listen --value tangd.socket") == "127.0.0.1:%d (Stream)" % TANG_PORT
+    assert ips.service("tangd.socket").is_enabled
