@@ -3,7 +3,9 @@
 
 1. fio on each node's root (4 KiB random read and write IOPS, 1 MiB sequential read MB/s, direct I/O, one
    job, queue depth 1) next to the same fio on a storage host reading and writing a zvol of its own pool
-   locally: the ratio is what the network path costs (P4). The image node's reads are fio on its multipath
+   locally: the ratio is what the network path costs (P4). A LUKS node (`node_luks`) next to a plain node of
+   the same mode gives what dm-crypt costs (LUKS / plain), and the LUKS nodes' first boot what encrypting
+   their clone in place cost per GiB (recorded from their console when the lab came up). The image node's reads are fio on its multipath
    map itself (its root's writes land in the RAM overlay); the live node has no storage path (RAM only).
 2. What the fault tests of tests/lab/test_root_modes.py measured on this lab (lab/run/measurements.json):
    the longest I/O stall of each node while a storage host died, and the time from the host's return to a
@@ -103,7 +105,9 @@ def main() -> int:
     p = Paths(cache_dir())
     ssh_config = p.ssh_config
     slices = plan_slices(INVENTORY)
-    nodes = {s["root"]: h for h, s in sorted(slices.items()) if s.get("role") == "compute"}
+    # one node per root mode, LUKS ones apart ("iscsi+luks"): a plain and a LUKS node of the same mode side by side
+    nodes = {s["root"] + ("+luks" if s.get("luks") else ""): h for h, s in sorted(slices.items())
+             if s.get("role") == "compute"}
     storage = sorted(h for h, s in slices.items() if s.get("role") == "storage")
     for node in nodes.values():
         if not ssh_answers(ssh_config, node):
@@ -123,9 +127,9 @@ def main() -> int:
     finally:
         ssh(ssh_config, base_host, f"zfs destroy {zvol}", check=False)
     for mode, node in sorted(nodes.items()):
-        if mode == "live":      # RAM only: no storage path to measure
+        if mode.startswith("live"):      # RAM only: no storage path to measure
             continue
-        if mode == "image":     # reads: the multipath map itself; writes land in the RAM overlay (not measured)
+        if mode.startswith("image"):     # reads: the multipath map itself; writes land in the RAM overlay (not measured)
             dev = multipath_device(ssh_config, node)
             rows[f"{node} ({mode}, multipath)"] = {rw: fio(ssh_config, node, dev, rw, bs, seconds, readonly=True)
                                                    for rw, bs, _k in FIO_TESTS if "write" not in rw}
@@ -151,6 +155,20 @@ def main() -> int:
             cells.append(f"{v:8.0f} ({v / b:4.2f}x)" if b else f"{v:8.0f}")
         print(f"  {name:26} {cells[0]:>15} {cells[1]:>16} {cells[2]:>15}")
 
+    # LUKS: what dm-crypt costs on the same root mode (software AES under TCG here: no AES-NI in the VM)
+    for mode, node in sorted(nodes.items()):
+        plain = nodes.get(mode[:-len("+luks")]) if mode.endswith("+luks") else None
+        if plain and f"{node} ({mode})" in rows and f"{plain} ({mode[:-5]})" in rows:
+            lu, pl = rows[f"{node} ({mode})"], rows[f"{plain} ({mode[:-5]})"]
+            print(f"  LUKS / plain, {mode[:-5]:8} " + "  ".join(
+                f"{rw} {lu[rw][key] / pl[rw][key]:4.2f}x" for rw, _bs, key in FIO_TESTS if pl[rw][key]))
+    first = {k: v for k, v in measured.items() if k.startswith("luks_first_boot_")}
+    if first:
+        print("\nroot_modes: LUKS first boot, the clone encrypted in place (cryptsetup reencrypt) before it is mounted")
+        for key in sorted(first):
+            m = first[key]
+            print(f"  {m['node']:10} {m['mib']:6d} MiB in {m['seconds']:6.1f} s = {m['seconds'] / (m['mib'] / 1024):6.1f} s/GiB")
+
     # 2. what the fault tests measured
     print("\nroot_modes: a storage host dies under the nodes (tests/lab/test_root_modes.py)")
     stalls = {k: v for k, v in measured.items() if k.startswith("stall_")}
@@ -158,7 +176,7 @@ def main() -> int:
         print(f"  longest I/O stall {key[len('stall_'):]:28} {stalls[key]['seconds']:8.1f} s")
     if not stalls:
         print("  (no fault test ran on this lab: run the lab tests first)")
-    mirror = nodes.get("mirror")
+    mirror = nodes.get("mirror") or nodes.get("mirror+luks")
     size = int(ssh(ssh_config, mirror, "cat /sys/block/$(basename $(readlink -f /dev/md/dlroot))/size").strip()) * 512 \
         if mirror else 0
     for key in sorted(k for k in measured if k.startswith("resync_")):

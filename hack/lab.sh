@@ -55,6 +55,8 @@ case "${1:-}" in
       printf '{"seconds": %d, "at": "%s"}\n' "$took" "$(date -u +%FT%TZ)" > "$first"
       # it powered every node on at once: each one's power-on -> sshd (bench/root_modes.py prints them)
       lab exec -- python3 -c 'from lab.client import record_concurrent_boots; record_concurrent_boots()' || true
+      # and what the LUKS nodes' first boot spent encrypting their volume (bench/root_modes.py)
+      lab exec -- python3 -c 'from lab.client import record_luks_first_boots; record_luks_first_boots()' || true
     fi
     lab exec -- ansible-playbook playbooks/verify.yml
     # From inside each node: what / is mounted from, and the iSCSI session under it.

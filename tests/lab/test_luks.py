@@ -1,0 +1,217 @@
+"""Encrypted roots whose key never travels: LUKS2 bound to the provisioning host's Tang (docs/security.md).
+
+The lab's LUKS nodes (`node_luks: true`: one `iscsi`, one `mirror`) encrypted their thin clone in place at
+their first boot and unlock it at every boot with Clevis, which asks Tang on the provisioning host; Tang
+answers the LUKS nodes' addresses only. What is read here: the dm-crypt stack and the LUKS header on the node,
+the node's boot data and the whole HTTP tree on the provisioning host (scanned for the volume key), the node's
+volumes on the storage hosts (scanned for a marker the node wrote in plain), Tang's answers to a storage host.
+Destructive, last: Tang stopped, the node does not mount its root and says why on its console; Tang back, the
+next boot unlocks.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from lab.client import LabInfo, console_text, labctl, record_timing, ssh_answers, wait_ssh, wait_until
+from lab.faults import ssh
+
+HTTP_ROOT = "/srv/diskless/http"   # provisioning_host_http_root (the role's default; the lab keeps it)
+LOCKED_TIMEOUT = 600
+
+# on the node: the dm-crypt device under /, the device it decrypts and its LUKS header, and the volume key in
+# hex: from the dm table, or (when cryptsetup put it in the kernel keyring: the table says ":64:logon:...")
+# dumped with the passphrase Clevis recovers from Tang (into RAM, deleted at once)
+ROOT_LUKS_SH = r"""
+d=$(basename "$(readlink -f "$(findmnt -no SOURCE /)")")
+name=$(cat /sys/block/$d/dm/name)
+echo "uuid $(cat /sys/block/$d/dm/uuid)"
+echo "name $name"
+for s in /sys/block/$d/slaves/*; do b=${s##*/}; done
+echo "backing $b"
+key=$(dmsetup table --showkeys "$name" | awk '{print $5}')
+case $key in
+:*)
+    slot=$(cryptsetup luksDump --dump-json-metadata "/dev/$b" | python3 -c 'import json, sys; print(next(iter(json.load(sys.stdin)["keyslots"])))')
+    umask 077; f=$(mktemp /run/dl-vk.XXXXXX)
+    clevis luks pass -d "/dev/$b" -s "$slot" | cryptsetup luksDump --dump-volume-key --batch-mode --key-file - \
+        --volume-key-file "$f" "/dev/$b" >/dev/null
+    key=$(od -An -v -tx1 "$f" | tr -d ' \n'); rm -f "$f" ;;
+esac
+echo "key $key"
+cryptsetup luksDump --dump-json-metadata "/dev/$b"
+"""
+
+
+def luks_nodes(slices: dict[str, Any]) -> list[str]:
+    found = sorted(h for h, s in slices.items() if s.get("role") == "compute" and s.get("luks"))
+    if not found:
+        pytest.skip("the inventory under test has no node_luks node")
+    return found
+
+
+def provisioning(slices: dict[str, Any]) -> tuple[str, str]:
+    prov = next(h for h, s in slices.items() if s.get("role") == "provisioning")
+    return prov, f"dl-lab-{prov}"
+
+
+def root_luks(lab: LabInfo, node: str) -> dict[str, Any]:
+    out = ssh(lab.ssh_config, node, ROOT_LUKS_SH)
+    head, _brace, meta = out.partition("{")
+    info: dict[str, Any] = {}
+    for line in head.splitlines():
+        key, _space, value = line.partition(" ")
+        info[key] = value.strip()
+    info["meta"] = json.loads("{" + meta)
+    return info
+
+
+def podman(container: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(["podman", "exec", container, *argv], capture_output=True, text=True, check=False)
+    assert not check or proc.returncode == 0, f"{container}: {argv}: {proc.stderr}"
+    return proc
+
+
+def node_volumes(slices: dict[str, Any], node: str) -> list[tuple[str, str]]:
+    """(storage host, zvol device) of every volume exported to ``node``."""
+    return [(h, e["device"]) for h, s in sorted(slices.items()) if s.get("role") == "storage"
+            for e in s["lio_iscsi"]["exports"] if any(a["node"] == node for a in e["acls"])]
+
+
+def http_status(lab: LabInfo, host: str, url: str, post: bool = False) -> int:
+    """The HTTP status ``host`` gets for ``url`` (python3 urllib: on every lab machine)."""
+    script = ("import sys, urllib.request, urllib.error\n"
+              "req = urllib.request.Request(sys.argv[1], data=b'{}' if sys.argv[2] == 'post' else None,\n"
+              "                             headers={'Content-Type': 'application/jwk+json'})\n"
+              "try:\n    print(urllib.request.urlopen(req, timeout=20).status)\n"
+              "except urllib.error.HTTPError as e:\n    print(e.code)\n")
+    return int(ssh(lab.ssh_config, host, f"python3 -c {_q(script)} {_q(url)} {'post' if post else 'get'}").strip())
+
+
+def _q(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+# ------------------------------------------------------------------------------------------ tests
+def test_luks_roots_are_dm_crypt_bound_to_tang_with_keys_of_their_own(
+        converged: None, lab: LabInfo, slices: dict[str, Any]) -> None:
+    """Each LUKS node: / is dm-crypt (LUKS2) over its mode's device (the LUN, or the md array), the header has
+    one keyslot and a Clevis token (sss over every provisioning host's Tang), and no two nodes share a
+    volume key."""
+    keys, digests = {}, {}
+    for node in luks_nodes(slices):
+        info = root_luks(lab, node)
+        assert info["uuid"].startswith("CRYPT-LUKS2-") and info["name"] == "dlcrypt", info
+        want = "md" if slices[node]["root"] == "mirror" else "sd"
+        assert info["backing"].startswith(want), info
+        meta = info["meta"]
+        assert len(meta["keyslots"]) == 1, meta["keyslots"]        # the Clevis slot; the one-time key is gone
+        tokens = [t for t in meta["tokens"].values() if t["type"] == "clevis"]
+        assert len(tokens) == 1 and tokens[0]["keyslots"] == list(meta["keyslots"]), meta["tokens"]
+        header = json.loads(_b64(tokens[0]["jwe"]["protected"]))
+        assert header["clevis"]["pin"] == "sss", header
+        urls = sorted(json.loads(_b64(c.split(".")[0]))["clevis"]["tang"]["url"] for c in header["clevis"]["sss"]["jwe"])
+        assert urls == sorted(slices[node]["tang_urls"]), urls
+        assert header["clevis"]["sss"]["t"] == slices[node]["tang_threshold"], header["clevis"]["sss"]
+        keys[node] = info["key"]
+        digests[node] = sorted(d["digest"] for d in meta["digests"].values())
+    assert len(set(keys.values())) == len(keys), "two LUKS nodes share a volume key"
+    assert len({tuple(d) for d in digests.values()}) == len(digests), digests
+
+
+def _b64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def test_no_key_in_the_boot_data_nor_the_http_tree(converged: None, lab: LabInfo, slices: dict[str, Any]) -> None:
+    """The volume key of every LUKS node (read from the node's kernel) appears nowhere on the provisioning host's
+    HTTP tree, in no form; the nodes' boot files name Tang and no key."""
+    prov, container = provisioning(slices)
+    for node in luks_nodes(slices):
+        key = root_luks(lab, node)["key"]
+        assert re.fullmatch(r"[0-9a-f]{64,128}", key), "no volume key read from the node's dm table"
+        raw = bytes.fromhex(key)
+        forms = [key, key.upper(), base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode().rstrip("=")]
+        for form in forms:
+            proc = podman(container, "grep", "-rlaF", form[:32], HTTP_ROOT, check=False)
+            assert proc.returncode == 1 and not proc.stdout, f"{node}'s volume key found in {proc.stdout}"
+        mac = next(n["mac_hyphen"] for n in slices[prov]["nodes"] if n["name"] == node)
+        conf = podman(container, "sh", "-c", f"cat {HTTP_ROOT}/*/nodes/{mac}.conf {HTTP_ROOT}/nodes/{mac}.conf "
+                      "2>/dev/null || true").stdout
+        assert "DL_LUKS='1'" in conf and "DL_TANG_URLS=" in conf, conf
+        assert not re.search(r"^DL_\w*(KEY|PASS)\w*=", conf, re.M), conf
+
+
+def test_the_storage_hosts_hold_no_plaintext(converged: None, lab: LabInfo, slices: dict[str, Any]) -> None:
+    """A marker the node writes reads back in plain on the node, but is found neither on the LUN under the
+    dm-crypt device (as the node sees it) nor anywhere in the node's zvols on the storage hosts."""
+    for node in luks_nodes(slices):
+        marker = f"dl-luks-marker-{secrets.token_hex(12)}"
+        ssh(lab.ssh_config, node, f"for i in $(seq 64); do echo {marker}; done > /var/tmp/dl-marker; sync; "
+            "echo 3 > /proc/sys/vm/drop_caches")
+        try:
+            assert marker in ssh(lab.ssh_config, node, "cat /var/tmp/dl-marker")
+            backing = root_luks(lab, node)["backing"]
+            found = ssh(lab.ssh_config, node, f"grep -caF {marker} /dev/{backing} || true").strip()
+            assert found == "0", f"{node}: the marker is in plain on /dev/{backing}"
+            volumes = node_volumes(slices, node)
+            assert volumes, f"no volume of {node} in the storage slices"
+            for host, device in volumes:
+                found = ssh(lab.ssh_config, host, f"grep -caF {marker} {device} || true", timeout=900).strip()
+                assert found == "0", f"{host}: the marker of {node} is in plain in {device}"
+        finally:
+            ssh(lab.ssh_config, node, "rm -f /var/tmp/dl-marker", check=False)
+
+
+def test_tang_answers_the_luks_nodes_only(converged: None, lab: LabInfo, slices: dict[str, Any]) -> None:
+    """A storage host holds the ciphertext and the header but cannot have Tang recover the key: Tang refuses
+    its address (advertisement and recovery), while the LUKS node itself is answered."""
+    nodes = luks_nodes(slices)
+    url = slices[nodes[0]]["tang_urls"][0]
+    for node in nodes:
+        assert http_status(lab, node, f"{url}/adv") == 200, node
+    info = root_luks(lab, nodes[0])
+    token = next(t for t in info["meta"]["tokens"].values() if t["type"] == "clevis")
+    sss = json.loads(_b64(token["jwe"]["protected"]))["clevis"]["sss"]
+    kid = json.loads(_b64(sss["jwe"][0].split(".")[0]))["kid"]      # the Tang key the node's secret is bound to
+    for host in sorted(h for h, s in slices.items() if s.get("role") == "storage"):
+        assert http_status(lab, host, f"{url}/adv") == 403, host
+        assert http_status(lab, host, f"{url}/rec/{kid}", post=True) == 403, host
+    plain = [h for h, s in slices.items() if s.get("role") == "compute" and not s.get("luks")]
+    for host in plain[:1]:
+        assert http_status(lab, host, f"{url}/adv") == 403, host
+
+
+@pytest.mark.destructive
+def test_with_tang_stopped_the_node_does_not_mount_its_root_and_says_why(
+        converged: None, lab: LabInfo, slices: dict[str, Any]) -> None:
+    """Tang stopped: the LUKS node, power-cycled, stays in its initramfs saying on the console that it cannot
+    unlock; Tang back, the next boot unlocks and the node runs from its encrypted root again."""
+    node = next(n for n in luks_nodes(slices) if slices[n]["root"] == "iscsi")
+    _prov, container = provisioning(slices)
+    podman(container, "systemctl", "stop", "tangd.socket")
+    try:
+        before = console_text(node).count("luks: cannot unlock")
+        labctl("down", node)
+        labctl("up", node)
+        wait_until(f"{node}: the console says it cannot unlock its root",
+                   lambda: console_text(node).count("luks: cannot unlock") > before, LOCKED_TIMEOUT)
+        assert not ssh_answers(lab.ssh_config, node), f"{node} answers SSH without Tang"
+    finally:
+        podman(container, "systemctl", "start", "tangd.socket")
+    labctl("down", node)
+    t0 = time.monotonic()
+    labctl("up", node)
+    wait_ssh(lab.ssh_config, node)
+    record_timing(f"{node}: power-on to SSH (iSCSI root + LUKS unlock, reboot)", time.monotonic() - t0,
+                  key="boot_iscsi_luks", node=node)
+    info = root_luks(lab, node)
+    assert info["uuid"].startswith("CRYPT-LUKS2-"), info
