@@ -42,6 +42,21 @@ def local_disk(sys, name):
         os.symlink(device, sys / where / name)
 
 
+def md_raid1(sys, members, **attrs):
+    """md127, RAID1 over ``members`` {disk: md member state}; ``attrs``: other md/ files (degraded, bitmap...)."""
+    md = sys / "devices/virtual/block/md127"
+    write(md / "md/level", "raid1")
+    write(md / "md/array_state", "clean")
+    for name, value in attrs.items():
+        write(md / ("md/bitmap/location" if name == "bitmap" else "md/" + name), value)
+    (md / "slaves").mkdir()
+    for disk, state in members.items():
+        write(md / ("md/dev-%s/state" % disk), state)
+        os.symlink(sys / "class/block" / disk, md / "slaves" / disk)
+    os.symlink(md, sys / "class/block/md127")
+    os.symlink(md, sys / "block/md127")
+
+
 def proc_with_root(tmp_path, source):
     proc = tmp_path / "proc"
     write(proc / "self/mounts", "sysfs /sys sysfs rw 0 0\nrootfs / rootfs rw 0 0\n%s / ext4 ro,noatime 0 0\n" % source)
@@ -74,20 +89,8 @@ def test_mirror_root_over_two_sessions_and_a_local_disk(tmp_path):
     iscsi_disk(sys, "sda", "session1", 2, TARGET % "sch1", "10.77.0.11")
     iscsi_disk(sys, "sdb", "session2", 3, TARGET % "sch2", "10.77.0.12")
     local_disk(sys, "vda")
-    md = sys / "devices/virtual/block/md127"
-    write(md / "md/level", "raid1")
-    write(md / "md/degraded", "1")
-    write(md / "md/array_state", "clean")
-    write(md / "md/sync_action", "idle")
-    write(md / "md/bitmap/location", "-16")
-    write(md / "md/dev-sda/state", "in_sync")
-    write(md / "md/dev-sdb/state", "faulty")
+    md_raid1(sys, {"sda": "in_sync", "sdb": "faulty"}, degraded="1", sync_action="idle", bitmap="-16")
     write(sys / "class/iscsi_session/session2/state", "FAILED")
-    (md / "slaves").mkdir()
-    os.symlink(sys / "class/block/sda", md / "slaves/sda")
-    os.symlink(sys / "class/block/sdb", md / "slaves/sdb")
-    os.symlink(md, sys / "class/block/md127")
-    os.symlink(md, sys / "block/md127")
     facts = describe(str(sys), str(proc_with_root(tmp_path, "/dev/md127")))
     root = facts["root"]
     assert [(layer["name"], layer["kind"]) for layer in root["stack"]] == [("md127", "md"), ("sda", "disk"), ("sdb", "disk")]
@@ -206,16 +209,7 @@ def test_luks_over_md_is_a_mirror_root(tmp_path):
     sys = tmp_path / "sys"
     iscsi_disk(sys, "sda", "session1", 2, TARGET % "sch1", "10.77.0.11")
     iscsi_disk(sys, "sdb", "session2", 3, TARGET % "sch2", "10.77.0.12")
-    md = sys / "devices/virtual/block/md127"
-    write(md / "md/level", "raid1")
-    write(md / "md/array_state", "clean")
-    write(md / "md/dev-sda/state", "in_sync")
-    write(md / "md/dev-sdb/state", "in_sync")
-    (md / "slaves").mkdir()
-    os.symlink(sys / "class/block/sda", md / "slaves/sda")
-    os.symlink(sys / "class/block/sdb", md / "slaves/sdb")
-    os.symlink(md, sys / "class/block/md127")
-    os.symlink(md, sys / "block/md127")
+    md_raid1(sys, {"sda": "in_sync", "sdb": "in_sync"})
     crypt(sys, "dm-1", ["md127"])
     root = describe(str(sys), str(proc_with_root(tmp_path, "/dev/dm-1")))["root"]
     assert [(layer["name"], layer["kind"]) for layer in root["stack"]] == [
