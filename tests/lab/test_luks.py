@@ -15,6 +15,7 @@ import base64
 import json
 import re
 import secrets
+import shlex
 import subprocess
 import time
 from typing import Any
@@ -93,11 +94,7 @@ def http_status(lab: LabInfo, host: str, url: str, post: bool = False) -> int:
               "                             headers={'Content-Type': 'application/jwk+json'})\n"
               "try:\n    print(urllib.request.urlopen(req, timeout=20).status)\n"
               "except urllib.error.HTTPError as e:\n    print(e.code)\n")
-    return int(ssh(lab.ssh_config, host, f"python3 -c {_q(script)} {_q(url)} {'post' if post else 'get'}").strip())
-
-
-def _q(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"
+    return int(ssh(lab.ssh_config, host, f"python3 -c {shlex.quote(script)} {shlex.quote(url)} {'post' if post else 'get'}").strip())
 
 
 # ------------------------------------------------------------------------------------------ tests
