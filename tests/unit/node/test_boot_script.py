@@ -28,7 +28,7 @@ T1 = "iqn.2026-11.org.example:sch1.node001-root"
 T2 = "iqn.2026-11.org.example:sch2.node001-root"
 GOLD = "iqn.2026-11.org.example:golden.debian12"
 
-# Stubs: every call appends "name|arg|arg..." to $T/calls. Behaviour from files under $T.
+# Stubs: every call appends "name|arg|arg..." to $T/calls (in one write). Behaviour from files under $T.
 STUBS = {
     # logs in unless $T/down.<portal> exists; makes the session + SCSI disk named in $T/disk.<portal>
     "iscsistart": r'''
@@ -147,7 +147,10 @@ class Env:
             (tmp_path / d).mkdir(parents=True, exist_ok=True)
         for name, body in STUBS.items():
             f = tmp_path / "bin" / name
-            f.write_text('#!/bin/sh\n{ printf "%s" "' + name + '"; for a in "$@"; do printf "|%s" "$a"; done; echo; } >> "$T/calls"\n' + body)
+            # one write per call: a stub run in the background (cryptsetup reencrypt &) must not interleave with
+            # the foreground's (sleep 1) in the log
+            f.write_text('#!/bin/sh\nline="' + name + '"; for a in "$@"; do line="$line|$a"; done\n'
+                         'printf "%s\\n" "$line" >> "$T/calls"\n' + body)
             f.chmod(0o755)
         (tmp_path / "proc/uptime").write_text("100.00 0\n")
         (tmp_path / "proc/meminfo").write_text("MemTotal:        2048000 kB\n")
