@@ -142,6 +142,9 @@ VARIABLES = (
         secret=True),
     Var("node_chap_mutual_secret", "compute", "str", "the storage hosts' mutual CHAP secret for it, distinct from its own", example="…",
         secret=True),
+    Var("node_luks_recovery", "compute", "str", "a recovery passphrase for its LUKS root (`node_luks`), 20-512 printable "
+        "characters, in vault: Ansible adds it as a keyslot of its own once the node is up, for the day no Tang answers",
+        example="…", secret=True),
     Var("node_kernel_args", "compute", "list", "extra kernel arguments of this node", default=[],
         example=["nomodeset"], boot=True),
 )
@@ -152,7 +155,7 @@ BY_NAME = {v.name: v for v in VARIABLES}
 # ``name``: a variable (a host or cluster variable of ``scope``) or ``<variable>.<key>`` for a key of a per-node
 # mapping entry (``cluster_chap_secrets.<node>.<key>``).
 _LUKS_RETIRED = ("is retired: a LUKS root is unlocked by Clevis bound to the provisioning hosts' Tang "
-                 "(docs/security.md); remove it from the inventory and vault")
+                 "(docs/security.md); remove it from the inventory and vault (a recovery passphrase is node_luks_recovery)")
 RETIRED = {
     "node_luks_key": ("compute", _LUKS_RETIRED),
 }

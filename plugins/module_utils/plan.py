@@ -59,6 +59,9 @@ LUKS_HEADER_ROOM = 32 << 20
 TANG_PATH = "/tang"
 DEFAULT_TANG_THRESHOLD = 1
 SECRET_MASK = "********"
+# node_luks_recovery: long enough to resist guessing offline against a stolen LUKS header (it is the one keyslot
+# that is not random), short enough to be typed at a console
+MIN_RECOVERY, MAX_RECOVERY = 20, 512
 
 # The inventory variables are declared once, in _schema.py.
 CLUSTER_VARS = frozenset(schema.names("cluster"))
@@ -210,7 +213,9 @@ class _Planner:
             try:
                 out[key] = schema.coerce(var, value)
             except ValueError as exc:
-                self.err(host, key, str(exc))
+                # a secret is never repeated in a message, not even a mistyped one
+                self.err(host, key, "must be text (quote it; the value is secret and not shown here)" if var.secret and var.type == "str"
+                         else str(exc))
                 self.typed_badly.add((host, key))
         return out
 
@@ -604,6 +609,8 @@ class _Planner:
                 self.err(node, "node_luks", "root mode 'image' is not encrypted yet: the shared read-only image would need "
                          "one key per image version (issue 14); use iscsi or mirror")
                 ok = False
+            recovery = self._luks_recovery(node, hv, luks)
+            ok = ok and recovery is not False
 
             image_name = hv.get("node_image", self.default_image)
             image = self.images.get(image_name) if isinstance(image_name, str) else None
@@ -716,6 +723,7 @@ class _Planner:
                     "root_size_bytes": root_size if mode in ("iscsi", "mirror") else None,
                     "tang_urls": list(self.tang_urls) if luks else [],
                     "tang_threshold": self.tang_threshold if luks else None,
+                    "luks_recovery": recovery,
                     "paths": paths,
                     "extra_kernel_args": kernel_args,
                 }, **boot)
@@ -858,6 +866,23 @@ class _Planner:
             self.err(node, "node_chap_mutual_secret", "must differ from node_chap_secret (RFC 3720 forbids reusing it)")
             ok = False
         return (values[0], values[1]) if ok else None
+
+    def _luks_recovery(self, node, hv, luks):
+        """The node's recovery passphrase (``node_luks_recovery``: a LUKS keyslot of its own, for the day no Tang
+        answers), None when unset, False when invalid."""
+        value = hv.get("node_luks_recovery")
+        if value is None or (node, "node_luks_recovery") in self.typed_badly:
+            return None if value is None else False
+        if not luks:
+            self.err(node, "node_luks_recovery", "is set but node_luks is not true: only a LUKS root has a recovery passphrase")
+            return False
+        if not MIN_RECOVERY <= len(value) <= MAX_RECOVERY:
+            self.err(node, "node_luks_recovery", "must be %d to %d characters" % (MIN_RECOVERY, MAX_RECOVERY))
+            return False
+        if not value.isprintable():
+            self.err(node, "node_luks_recovery", "must be one line of printable characters (it is typed at a console)")
+            return False
+        return value
 
     def _iqn(self, node, field, *names):
         try:
@@ -1097,9 +1122,9 @@ def build_plan(cluster_vars: Mapping, hostvars: Mapping[str, Mapping], groups: M
 
 
 def redact(plan: dict) -> dict:
-    """A copy of ``plan`` with every secret (CHAP secrets, secret boot files) masked. (A LUKS root has no key in the
-    plan: Clevis unlocks it with the provisioning hosts' Tang.)"""
-    secret_keys = {"chap_secret", "mutual_chap_secret", "password", "mutual_password", "initramfs_conf"}
+    """A copy of ``plan`` with every secret (CHAP secrets, LUKS recovery passphrases, secret boot files) masked. (A
+    LUKS root has no key in the plan: Clevis unlocks it with the provisioning hosts' Tang.)"""
+    secret_keys = {"chap_secret", "mutual_chap_secret", "password", "mutual_password", "initramfs_conf", "luks_recovery"}
 
     def walk(value, parent_secret=False):
         if isinstance(value, dict):

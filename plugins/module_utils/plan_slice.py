@@ -207,6 +207,8 @@ def _compute(plan, host):
         "live_url": node["live_url"],
         "tang_urls": list(node["tang_urls"]),
         "tang_threshold": node["tang_threshold"],
+        # SECRET when set: the passphrase of its recovery keyslot (node_luks_recovery)
+        "luks_recovery": node["luks_recovery"],
         "ntp_server": cluster["ntp_server"],
         "syslog_server": cluster["syslog_server"],
     }

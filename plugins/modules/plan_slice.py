@@ -25,7 +25,8 @@ description:
     C(tang) (the path its Tang server is served under and the C(clients), the addresses of the C(node_luks)
     nodes, the only ones it answers).
   - A compute node's slice has its identity and boot data (host name, address, IQN, root mode, paths, image,
-    and for a C(node_luks) root the C(tang_urls) and C(tang_threshold) Clevis is bound with); it holds no secret.
+    and for a C(node_luks) root the C(tang_urls) and C(tang_threshold) Clevis is bound with); its one secret is
+    C(luks_recovery), the node's own recovery passphrase when the inventory sets C(node_luks_recovery) (use C(no_log)).
   - A compute node's slice is planned from its own variables, the cluster's and the storage and provisioning
     hosts' only (cheap for thousands of nodes); validate the whole inventory first with
     M(diskless.cluster.cluster_plan), as the playbooks of the collection do.

@@ -160,7 +160,7 @@ def test_a_retired_luks_key_is_one_line_each_and_never_printed(tmp_path):
     proc, out, held = slices_of(inv, tmp_path)
     assert proc.returncode != 0 and held == {}
     why = ("is retired: a LUKS root is unlocked by Clevis bound to the provisioning hosts' Tang (docs/security.md); "
-           "remove it from the inventory and vault")
+           "remove it from the inventory and vault (a recovery passphrase is node_luks_recovery)")
     assert plan_errors(out) == ["node004: cluster_chap_secrets.node004.luks_key: " + why, "node004: node_luks_key: " + why]
     assert "luks-key-0123" not in proc.stdout + proc.stderr
 

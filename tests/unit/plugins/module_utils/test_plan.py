@@ -448,7 +448,7 @@ def test_luks_is_refused_where_there_is_no_volume_of_the_nodes_own(mode, line):
 
 
 RETIRED = ("is retired: a LUKS root is unlocked by Clevis bound to the provisioning hosts' Tang (docs/security.md); "
-           "remove it from the inventory and vault")
+           "remove it from the inventory and vault (a recovery passphrase is node_luks_recovery)")
 
 
 def test_retired_luks_keys_are_one_line_each():
@@ -486,9 +486,11 @@ def test_provisioning_tang_clients_are_the_luks_nodes():
 
 
 def test_redact_masks_every_secret():
-    plan = plan_of(hosts=LUKS)
+    hosts = copy.deepcopy(LUKS)
+    hosts["node002"]["node_luks_recovery"] = "node002-recovery-passphrase"
+    plan = plan_of(hosts=hosts)
     text = json.dumps(redact(plan))
-    for secret in ("node001-secret-a", "node001-mutual-a", "node002-mutual-a"):
+    for secret in ("node001-secret-a", "node001-mutual-a", "node002-mutual-a", "node002-recovery-passphrase"):
         assert secret in json.dumps(plan) and secret not in text
     assert SECRET_MASK in text
     assert "#!ipxe" in text  # the non-secret boot scripts stay readable

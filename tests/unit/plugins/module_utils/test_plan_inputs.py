@@ -174,7 +174,7 @@ def test_a_retired_variable_in_group_vars_all_is_one_line_per_node():
     with pytest.raises(PlanError) as info:
         build_plan(cv, hv, groups)
     why = ("is retired: a LUKS root is unlocked by Clevis bound to the provisioning hosts' Tang (docs/security.md); "
-           "remove it from the inventory and vault")
+           "remove it from the inventory and vault (a recovery passphrase is node_luks_recovery)")
     assert info.value.errors == ["%s: node_luks_key: %s" % (n, why) for n in ("node001", "node002", "node003")]
     assert schema.near_miss("node_luks_key") is None
 

@@ -195,3 +195,15 @@ def test_tang_in_the_provisioning_and_compute_slices():
     for host in ("sch1", "sch2"):
         assert "tang" not in json.dumps(host_slice(plan, host))
     assert host_slice(build_plan(*inventory()), "ips1")["tang"] == {"path": "/tang", "clients": []}
+
+
+def test_a_luks_recovery_passphrase_reaches_its_own_node_only():
+    secret = "node001-recovery-passphrase-0123"
+    plan = build_plan(*inventory(hosts={"node001": {"node_luks": True, "node_luks_recovery": secret},
+                                        "node002": {"node_luks": True}}))
+    assert host_slice(plan, "node001")["luks_recovery"] == secret
+    assert host_slice(plan, "node002")["luks_recovery"] is None           # LUKS without a recovery keyslot
+    for host in ("node002", "node003", "sch1", "sch2", "ips1"):
+        assert secret not in json.dumps(host_slice(plan, host))
+    # nor in what the initramfs or the HTTP tree is given
+    assert secret not in plan["nodes"]["node001"]["initramfs_conf"] + plan["nodes"]["node001"]["boot_script"]
