@@ -1,0 +1,183 @@
+# Copyright: diskless.cluster contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The LUKS2 root of a booted node (PRIVATE to the collection): which keyslots Clevis owns, which one is the
+recovery passphrase's, and the cryptsetup/clevis calls that read and change them.
+
+A node's LUKS root (``node_luks``) has keyslots of two kinds: the ones a Clevis token names (bound to the
+provisioning hosts' Tang; the initramfs unlocks with them) and at most one other, the recovery passphrase
+(``node_luks_recovery``) that an admin types when no Tang answers. Every keyslot that no Clevis token names is
+taken for a recovery keyslot: the first boot's one-time keyslot is removed by the initramfs, nothing else adds one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+
+from ansible_collections.diskless.cluster.plugins.module_utils._run import CommandError
+
+
+RECOVERY_PBKDF_MEMORY_KIB = 262144
+
+
+class LuksError(Exception):
+    """What is wrong with the node's LUKS root, in one line that says what to do."""
+
+
+def parse_status(text):
+    """The backing device of an active dm-crypt mapping, from ``cryptsetup status NAME``; None if not LUKS."""
+    fields = {}
+    for line in (text or "").splitlines():
+        key, sep, value = line.strip().partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    if not fields.get("type", "").startswith("LUKS"):
+        return None
+    return fields.get("device") or None
+
+
+def keyslots(metadata):
+    """``(clevis, other)``: the sorted keyslot numbers a Clevis token names, and the others, from the LUKS2 JSON
+    metadata (``cryptsetup luksDump --dump-json-metadata``)."""
+    meta = json.loads(metadata) if isinstance(metadata, str) else metadata
+    slots = sorted(int(k) for k in (meta.get("keyslots") or {}))
+    clevis = set()
+    for token in (meta.get("tokens") or {}).values():
+        if token.get("type") == "clevis":
+            clevis.update(int(k) for k in token.get("keyslots") or [])
+    return sorted(s for s in slots if s in clevis), [s for s in slots if s not in clevis]
+
+
+def recovery_plan(clevis, other, opens):
+    """What to do to make the recovery passphrase the node's only non-Clevis keyslot.
+
+    ``opens``: the keyslot the wanted passphrase opens, or None. Returns ``(add, kill)``: whether to add a keyslot
+    for it, and the keyslots to remove (any other non-Clevis keyslot: a replaced recovery passphrase must stop
+    working). Raises LuksError when no Clevis keyslot is left to unlock the root with.
+    """
+    if not clevis:
+        raise LuksError("the LUKS root has no keyslot bound to Tang by Clevis (is its first boot finished?): "
+                        "refusing to touch its keyslots")
+    if opens is not None and opens in clevis:
+        raise LuksError("node_luks_recovery opens keyslot %d, which Clevis owns: choose another passphrase" % opens)
+    return opens is None, [s for s in other if s != opens]
+
+
+class Luks:
+    """cryptsetup and clevis on one LUKS device, through a ``_run.Runner``."""
+
+    def __init__(self, run, device):
+        self.run, self.device = run, device
+
+    @classmethod
+    def of_mapping(cls, run, name):
+        """The LUKS device under the active mapping ``/dev/mapper/NAME``; LuksError if there is none."""
+        rc, out, err = run.raw(["cryptsetup", "status", name])
+        device = parse_status(out) if rc == 0 else None
+        if device is None:
+            raise LuksError("/dev/mapper/%s is not an open LUKS device (%s): only a node_luks root has a recovery "
+                            "keyslot" % (name, (err or out or "not active").strip().splitlines()[0]))
+        return cls(run, device)
+
+    def slots(self):
+        try:
+            return keyslots(self.metadata())
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise LuksError("cannot read the LUKS2 keyslots of %s: %s" % (self.device, exc)) from None
+
+    def metadata(self):
+        out = self.run(["cryptsetup", "luksDump", "--dump-json-metadata", self.device],
+                       "reading the LUKS2 metadata of %s" % self.device)
+        try:
+            return json.loads(out)
+        except ValueError as exc:
+            raise LuksError("cannot read the LUKS2 metadata of %s: %s" % (self.device, exc)) from None
+
+    def bindings(self):
+        try:
+            return tang_bindings(self.metadata())
+        except (ValueError, AttributeError, TypeError, KeyError) as exc:
+            raise LuksError("cannot read the Clevis tokens of %s: %s" % (self.device, exc)) from None
+
+    def regen(self, slot):
+        """Bind keyslot ``slot`` anew to the keys its Tang servers advertise now (``clevis luks regen``)."""
+        self.run(["clevis", "luks", "regen", "-q", "-d", self.device, "-s", str(slot)],
+                 "binding keyslot %d of %s to the new Tang keys (clevis luks regen)" % (slot, self.device))
+
+    def opens(self, passphrase, candidates):
+        """The keyslot among ``candidates`` that ``passphrase`` opens, or None."""
+        for slot in candidates:
+            rc, _out, _err = self.run.raw(["cryptsetup", "open", "--test-passphrase", "--key-slot", str(slot),
+                                           "--key-file", "-", self.device], data=passphrase)
+            if rc == 0:
+                return slot
+        return None
+
+    def clevis_key(self, slot):
+        """The passphrase of Clevis keyslot ``slot``, recovered through Tang (SECRET)."""
+        return self.run(["clevis", "luks", "pass", "-d", self.device, "-s", str(slot)],
+                        "recovering the key of keyslot %d of %s from Tang (clevis luks pass)" % (slot, self.device))
+
+    def add(self, existing, passphrase, iter_time):
+        """A new keyslot for ``passphrase``, unlocked with ``existing``; both secrets through pipes, never argv."""
+        read_fd, write_fd = os.pipe()
+        try:
+            os.write(write_fd, passphrase.encode() if isinstance(passphrase, str) else passphrase)
+            os.close(write_fd)
+            write_fd = None
+            argv = [self.run.bin("cryptsetup"), "luksAddKey", "--batch-mode", "--pbkdf", "argon2id",
+                    # the one keyslot a person chose: argon2id, with memory that a small node's initramfs can
+                    # spare when it is typed at the console
+                    "--pbkdf-memory", str(RECOVERY_PBKDF_MEMORY_KIB), "--iter-time", str(iter_time),
+                    "--key-file", "-", self.device,
+                    "/dev/fd/%d" % read_fd]
+            rc, out, err = self.run.module.run_command(argv, data=existing, binary_data=True, check_rc=False,
+                                                       expand_user_and_vars=False, pass_fds=(read_fd,))
+        finally:
+            os.close(read_fd)
+            if write_fd is not None:
+                os.close(write_fd)
+        if rc != 0:
+            raise CommandError("adding the recovery keyslot to %s failed (cryptsetup, rc %d): %s"
+                               % (self.device, rc, (err or out or "no error output").strip().splitlines()[0]),
+                               argv, rc, out, err)
+
+    def kill(self, slot):
+        self.run(["cryptsetup", "luksKillSlot", "--batch-mode", self.device, str(slot)],
+                 "removing keyslot %d of %s" % (slot, self.device))
+
+
+def _b64url_json(text):
+    text = text.split(".", 1)[0]
+    return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+
+
+def _kids(header):
+    """The Tang exchange keys (their S256 thumbprints, "kid") a Clevis JWE header needs, through sss."""
+    clevis = header.get("clevis") or {}
+    if clevis.get("pin") == "tang":
+        return [header.get("kid")]
+    if clevis.get("pin") == "sss":
+        return [kid for jwe in (clevis.get("sss") or {}).get("jwe") or [] for kid in _kids(_b64url_json(jwe))]
+    return []
+
+
+def tang_bindings(metadata):
+    """``{keyslot: [kid, ...]}``: for each keyslot of a Clevis token, the Tang keys its binding needs (a keyslot
+    bound with another pin, e.g. tpm2, needs none), from the LUKS2 JSON metadata."""
+    meta = json.loads(metadata) if isinstance(metadata, str) else metadata
+    out = {}
+    for token in (meta.get("tokens") or {}).values():
+        if token.get("type") != "clevis":
+            continue
+        kids = sorted(set(_kids(_b64url_json((token.get("jwe") or {}).get("protected") or ""))))
+        for slot in token.get("keyslots") or []:
+            out[int(slot)] = kids
+    return out
+
+
+def stale_bindings(bindings, advertised):
+    """The keyslots bound to a Tang key that is not among ``advertised`` (the keys the Tang servers advertise now)."""
+    return sorted(slot for slot, kids in bindings.items() if any(kid not in advertised for kid in kids))

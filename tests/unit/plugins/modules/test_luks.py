@@ -1,0 +1,193 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The luks_recovery and luks_rebind modules with the real cryptsetup on a LUKS2 image file: the Clevis keyslot
+is a real keyslot named by a real ``clevis`` token; only what needs device-mapper or Tang is a stub (``cryptsetup
+status`` of the root's mapping; ``clevis luks pass``, which prints that keyslot's key as Clevis would after asking
+Tang; ``clevis luks regen``, which writes the token Clevis would bind to the keys Tang advertises now)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from ansible.module_utils import basic
+from ansible_collections.diskless.cluster.plugins.module_utils.luks import (
+    LuksError, keyslots, parse_status, recovery_plan, stale_bindings, tang_bindings)
+from ansible_collections.diskless.cluster.plugins.modules import luks_rebind, luks_recovery
+
+CRYPTSETUP = shutil.which("cryptsetup") or next((p for p in ("/usr/sbin/cryptsetup", "/sbin/cryptsetup")
+                                                 if os.path.exists(p)), None)
+TANG_KEY = "key-of-the-clevis-keyslot-from-tang"
+RECOVERY = "correct horse battery staple 42"
+FAST = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]
+
+
+def cs(*args, data=None):
+    return subprocess.run([CRYPTSETUP] + list(args), input=data, capture_output=True, text=True, check=True).stdout
+
+
+def b64(obj):
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+
+def clevis_token(kids, slot="1"):
+    """A Clevis LUKS2 token as `clevis luks bind ... sss` writes it: one Tang JWE per server inside the sss one."""
+    inner = ["%s..iv.ct.tag" % b64({"alg": "ECDH-ES", "enc": "A256GCM", "kid": kid,
+                                    "clevis": {"pin": "tang", "tang": {"url": "http://10.77.0.%d/tang" % (2 + i)}}})
+             for i, kid in enumerate(kids)]
+    protected = b64({"alg": "dir", "enc": "A256GCM", "clevis": {"pin": "sss", "sss": {"t": 1, "jwe": inner}}})
+    return {"type": "clevis", "keyslots": [slot], "jwe": {"ciphertext": "ct", "encrypted_key": "", "iv": "iv",
+                                                          "protected": protected, "tag": "tag"}}
+
+
+@pytest.fixture
+def device(tmp_path, monkeypatch):
+    """A LUKS2 file whose keyslot 1 is Clevis's (token 0 names it), as a node's root after its first boot."""
+    if CRYPTSETUP is None:
+        pytest.skip("cryptsetup is not installed")
+    dev = tmp_path / "root.img"
+    with open(dev, "wb") as handle:
+        handle.truncate(32 << 20)
+    cs("luksFormat", "--batch-mode", "--type", "luks2", "--key-slot", "1", *FAST, "--key-file", "-", str(dev),
+       data=TANG_KEY)
+    cs("token", "import", "--token-id", "0", str(dev), data=json.dumps(clevis_token(["old-kid-a", "old-kid-b"])))
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "cryptsetup").write_text(
+        '#!/bin/sh\nif [ "$1" = status ]; then\n'
+        '  [ "$2" = dlcrypt ] || { echo "/dev/mapper/$2 is inactive."; exit 4; }\n'
+        '  printf "/dev/mapper/dlcrypt is active and is in use.\\n  type:    LUKS2\\n  cipher:  aes-xts-plain64\\n'
+        '  device:  %s\\n" "' + str(dev) + '"; exit 0\nfi\nexec ' + CRYPTSETUP + ' "$@"\n')
+    # clevis: "luks pass" prints the Clevis keyslot's key; "luks regen" binds it to the kids in $T/new.kids (as
+    # Clevis would to the keys Tang advertises now)
+    (stubs / "clevis").write_text(
+        '#!/bin/sh\necho "$*" >> "%(t)s/clevis.calls"\n'
+        '[ -e "%(t)s/tang.down" ] && { echo "Error communicating with server" >&2; exit 1; }\n'
+        'case "$2" in\npass) printf "%%s" "%(key)s" ;;\n'
+        'regen) %(cs)s token remove --token-id 0 "%(dev)s" && %(cs)s token import --token-id 0 "%(dev)s" < "%(t)s/new.token" ;;\n'
+        'esac\n' % {"t": tmp_path, "key": TANG_KEY, "cs": CRYPTSETUP, "dev": dev})
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (stubs, os.environ.get("PATH", "")))
+    return dev
+
+
+@pytest.fixture
+def run(run_main, monkeypatch):
+    argvs = []
+    real = basic.AnsibleModule.run_command
+
+    def run_command(self, args, **kwargs):
+        argvs.append(list(args))
+        return real(self, args, **kwargs)
+    monkeypatch.setattr(basic.AnsibleModule, "run_command", run_command)
+
+    def _run(args, check=False, diff=False, module=luks_recovery):
+        del argvs[:]
+        if module is luks_recovery:
+            args = dict({"iter_time": 20}, **args)
+        ok, result = run_main(module.main, args, check, diff)
+        return ok, result, list(argvs)
+    return _run
+
+
+def opens(dev, passphrase):
+    return subprocess.run([CRYPTSETUP, "open", "--test-passphrase", "--key-file", "-", str(dev)], input=passphrase,
+                          capture_output=True, text=True, check=False).returncode == 0
+
+
+def test_adds_the_recovery_keyslot_changes_nothing_then_replaces_it(run, device):
+    ok, result = run({"passphrase": RECOVERY}, check=True, diff=True)[:2]
+    assert ok and result["changed"] and result["added"] and result["keyslot"] is None
+    assert keyslots(cs("luksDump", "--dump-json-metadata", str(device))) == ([1], [])   # check mode changed nothing
+    ok, result, argvs = run({"passphrase": RECOVERY})
+    assert ok and result["changed"] and (result["device"], result["clevis_keyslots"], result["removed"]) == \
+        (str(device), [1], [])
+    assert keyslots(cs("luksDump", "--dump-json-metadata", str(device))) == ([1], [result["keyslot"]])
+    assert opens(device, RECOVERY)
+    # no secret on any command line
+    assert not [a for a in argvs if RECOVERY in " ".join(a) or TANG_KEY in " ".join(a)]
+    ok, again, argvs = run({"passphrase": RECOVERY})
+    assert ok and not again["changed"] and again["keyslot"] == result["keyslot"] and not again["added"]
+    assert not [a for a in argvs if "luksAddKey" in a or "pass" in a]      # Tang is not even asked
+    # a new passphrase replaces the old one; Clevis keeps its keyslot
+    ok, result = run({"passphrase": "a-new-recovery-passphrase-2027"}, diff=True)[:2]
+    assert ok and result["changed"] and result["added"] and result["removed"] == [again["keyslot"]]
+    assert keyslots(cs("luksDump", "--dump-json-metadata", str(device))) == ([1], [result["keyslot"]])
+    assert opens(device, "a-new-recovery-passphrase-2027") and opens(device, TANG_KEY)
+
+
+def test_tang_down_fails_in_one_line_and_changes_nothing(run, device, tmp_path):
+    (tmp_path / "tang.down").write_text("")
+    ok, result = run({"passphrase": RECOVERY})[:2]
+    assert not ok and result["msg"].startswith("recovering the key of keyslot 1 of %s from Tang (clevis luks pass) "
+                                               "failed (clevis, rc 1): Error communicating with server" % device)
+    assert "\n" not in result["msg"] and not opens(device, RECOVERY)
+
+
+def test_refuses_a_root_that_is_not_luks_or_not_bound_yet(run, device):
+    ok, result = run({"passphrase": RECOVERY, "name": "other"})[:2]
+    assert not ok and result["msg"] == ("/dev/mapper/other is not an open LUKS device (/dev/mapper/other is inactive.): "
+                                        "only a node_luks root has a recovery keyslot")
+    cs("token", "remove", "--token-id", "0", str(device))
+    ok, result = run({"passphrase": RECOVERY})[:2]
+    assert not ok and "has no keyslot bound to Tang by Clevis" in result["msg"] and not opens(device, RECOVERY)
+
+
+def test_pure_decisions():
+    assert parse_status("/dev/mapper/x is active.\n  type:    LUKS2\n  device:  /dev/md/dlroot\n") == "/dev/md/dlroot"
+    assert parse_status("/dev/mapper/x is active.\n  type:    PLAIN\n  device:  /dev/sda\n") is None
+    meta = {"keyslots": {"0": {}, "1": {}, "3": {}},
+            "tokens": {"0": {"type": "clevis", "keyslots": ["1"]}, "1": {"type": "other", "keyslots": ["3"]}}}
+    assert keyslots(meta) == ([1], [0, 3])
+    assert recovery_plan([1], [0, 3], None) == (True, [0, 3])
+    assert recovery_plan([1], [0, 3], 3) == (False, [0])
+    with pytest.raises(LuksError):
+        recovery_plan([], [0], None)
+    with pytest.raises(LuksError):
+        recovery_plan([1], [], 1)
+
+
+def test_rebind_renews_only_bindings_to_keys_no_longer_advertised(run, device, tmp_path):
+    (tmp_path / "new.token").write_text(json.dumps(clevis_token(["new-kid-a", "new-kid-b"])))
+    # every key still advertised: nothing to do, Tang not asked
+    ok, result = run({"advertised": ["old-kid-a", "old-kid-b", "x"]}, module=luks_rebind)[:2]
+    assert ok and not result["changed"] and result["bindings"] == {"1": ["old-kid-a", "old-kid-b"]}
+    assert not (tmp_path / "clevis.calls").exists()
+    advertised = ["new-kid-a", "new-kid-b"]
+    ok, result = run({"advertised": advertised}, check=True, diff=True, module=luks_rebind)[:2]
+    assert ok and result["changed"] and result["rebound"] == [1] and not (tmp_path / "clevis.calls").exists()
+    ok, result = run({"advertised": advertised}, diff=True, module=luks_rebind)[:2]
+    assert ok and result["changed"] and result["bindings"] == {"1": advertised}
+    assert result["diff"] == {"before": "keyslot 1: old-kid-a old-kid-b\n", "after": "keyslot 1: new-kid-a new-kid-b\n"}
+    assert (tmp_path / "clevis.calls").read_text() == "luks regen -q -d %s -s 1\n" % device
+    ok, result = run({"advertised": advertised}, module=luks_rebind)[:2]
+    assert ok and not result["changed"]
+
+
+def test_rebind_fails_in_one_line_when_tang_is_down_or_serves_old_keys(run, device, tmp_path):
+    (tmp_path / "new.token").write_text(json.dumps(clevis_token(["old-kid-a", "new-kid-b"])))
+    ok, result = run({"advertised": ["new-kid-a", "new-kid-b"]}, module=luks_rebind)[:2]
+    assert not ok and result["msg"] == ("keyslot 1 of %s still needs Tang keys that are not advertised (old-kid-a) after "
+                                        "clevis luks regen: is a provisioning host serving old keys?" % device)
+    (tmp_path / "tang.down").write_text("")
+    ok, result = run({"advertised": ["new-kid-c"]}, module=luks_rebind)[:2]
+    assert not ok and result["msg"] == ("binding keyslot 1 of %s to the new Tang keys (clevis luks regen) failed "
+                                        "(clevis, rc 1): Error communicating with server" % device)
+    ok, result = run({"advertised": []}, module=luks_rebind)[:2]
+    assert not ok and result["msg"].startswith("advertised is empty")
+
+
+def test_tang_bindings_of_tang_sss_and_other_pins():
+    tang = b64({"kid": "k1", "clevis": {"pin": "tang", "tang": {}}})
+    meta = {"tokens": {"0": clevis_token(["a", "b"], "1"),
+                       "1": {"type": "clevis", "keyslots": ["2"], "jwe": {"protected": tang}},
+                       "2": {"type": "clevis", "keyslots": ["3"], "jwe": {"protected": b64({"clevis": {"pin": "tpm2"}})}},
+                       "3": {"type": "systemd-fido2", "keyslots": ["4"]}}}
+    assert tang_bindings(meta) == {1: ["a", "b"], 2: ["k1"], 3: []}
+    assert stale_bindings(tang_bindings(meta), {"a", "b"}) == [2]
+    assert stale_bindings(tang_bindings(meta), {"a", "b", "k1"}) == []
