@@ -117,7 +117,8 @@ exit 0
 }
 
 PRELUDE = r'''
-panic() { echo "PANIC: $*" >> "$T/panic"; echo "PANIC: $*"; exit 42; }
+# the emergency shell: what a person types there is $T/console (absent: they reboot, here exit 42)
+panic() { echo "PANIC: $*" >> "$T/panic"; echo "PANIC: $*"; if [ -e "$T/console" ]; then . "$T/console"; return 0; fi; exit 42; }
 configure_networking() { DEVICE=ens3; }
 wait_for_udev() { :; }
 run_scripts() { :; }
@@ -656,6 +657,24 @@ def test_luks_unlock_retries_saying_so_then_panics_naming_what_tang_answered(env
     assert "Error communicating with server" in line or "could not be opened" in line
     assert not [c for c in env.calls("mount") if str(env.t / "root") in c]   # nothing mounted
     assert env.calls("cryptsetup")[0][1] == "isLuks" and not [c for c in luks_calls(env) if c[1] != "luks"]
+
+
+@pytest.mark.parametrize("opens", [True, False])
+def test_luks_without_tang_the_console_opens_the_root_with_the_recovery_passphrase(env, opens):
+    """After the wait, the emergency shell names the command; a root opened there is mounted when the shell is left,
+    and leaving it without opening the root mounts nothing."""
+    luks_disk(env, "bound")
+    (env.t / "tang.down").write_text("")
+    (env.t / "console").write_text('mkdir -p "$DL_DEV/mapper"; : > "$DL_DEV/mapper/dlcrypt"\n' if opens else ":\n")
+    r = boot(env, **ISCSI, **LUKS, DL_LUKS_WAIT="20")
+    dev = str(env.t / "dev/sda")
+    assert "With the node's recovery passphrase: cryptsetup open %s dlcrypt, then exit" % dev in panic_line(r)
+    mounted = ["mount", "-t", "ext4", "-o", "ro", str(env.t / "dev/mapper/dlcrypt"), str(env.t / "root")] in env.calls("mount")
+    if opens:
+        assert r.returncode == 0 and mounted, r.stdout + r.stderr
+        assert "diskless: luks: %s was opened at the console (recovery passphrase)\n" % dev in r.stdout
+    else:
+        assert r.returncode == 1 and not mounted, r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("state, says", [
