@@ -155,7 +155,7 @@ def main() -> int:
             cells.append(f"{v:8.0f} ({v / b:4.2f}x)" if b else f"{v:8.0f}")
         print(f"  {name:26} {cells[0]:>15} {cells[1]:>16} {cells[2]:>15}")
 
-    # LUKS: what dm-crypt costs on the same root mode (software AES under TCG here: no AES-NI in the VM)
+    # LUKS: what dm-crypt costs on the same root mode (AES-NI emulated by TCG here: lab/vm.py TCG_CPU)
     for mode, node in sorted(nodes.items()):
         plain = nodes.get(mode[:-len("+luks")]) if mode.endswith("+luks") else None
         if plain and f"{node} ({mode})" in rows and f"{plain} ({mode[:-5]})" in rows:

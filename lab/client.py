@@ -110,18 +110,23 @@ def no_json(what: str, proc: subprocess.CompletedProcess[str]) -> str:
 def run_site(inventory: Path, what: str, key: str | None = None) -> dict[str, Any]:
     """Apply playbooks/site.yml to the lab; its stats per host and the changed tasks ("host: task").
     Raises AssertionError when the run fails; the wall time is recorded (under `key`, see record_timing)."""
+    return run_playbook(inventory, "site.yml", what, key)
+
+
+def run_playbook(inventory: Path, playbook: str, what: str, key: str | None = None) -> dict[str, Any]:
+    """Apply playbooks/<playbook> to the lab: as run_site, for any playbook of the collection."""
     t0 = time.monotonic()
-    proc, data = ansible_json(["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks" / "site.yml")])
+    proc, data = ansible_json(["ansible-playbook", "-i", str(inventory), str(REPO / "playbooks" / playbook)])
     took = time.monotonic() - t0
     if data is None:
-        raise AssertionError(no_json(f"site.yml ({what})", proc))
+        raise AssertionError(no_json(f"{playbook} ({what})", proc))
     results = [(h, t["task"]["name"], r) for play in data["plays"] for t in play["tasks"]
                for h, r in t["hosts"].items()]
     failed = [f"{h}: {name}: {r.get('msg')}" for h, name, r in results if r.get("failed") or r.get("unreachable")]
-    assert proc.returncode == 0 and not failed, f"site.yml ({what}): rc {proc.returncode}; failed: {failed}"
+    assert proc.returncode == 0 and not failed, f"{playbook} ({what}): rc {proc.returncode}; failed: {failed}"
     changed = [f"{h}: {name}" for h, name, r in results if r.get("changed")]
-    record_timing(f"site.yml: {what}", took, key=key, changed=len(changed))
-    return {"stats": data["stats"], "changed": changed}
+    record_timing(f"{playbook}: {what}", took, key=key, changed=len(changed))
+    return {"stats": data["stats"], "changed": changed, "results": results}
 
 
 def new_zvol_sh(zvol: str, size: str) -> str:

@@ -54,6 +54,10 @@ def detect_accel() -> str:
 # a disk-booted A/B host its slots' (plus the i6300esb watchdog).
 TCG_HANG_RESET_ARGS = ("softlockup_panic=1", "watchdog_thresh=30", "panic=10")
 SOFTLOCKUP_PANIC = "Kernel panic - not syncing: softlockup"
+# The TCG CPU: qemu64 with the instructions any x86-64 server of the last 15 years has and TCG emulates. AES-NI
+# matters: a LUKS root's dm-crypt runs ~4x faster under TCG with aesni_intel than with aes-generic (cryptsetup
+# benchmark aes-xts-512 in one TCG VM: 55 vs 15 MiB/s encryption), and so do OpenSSH's ciphers.
+TCG_CPU = "qemu64,+aes,+pclmulqdq,+ssse3,+sse4.1,+sse4.2,+popcnt"
 
 
 def qemu_argv(p: Paths, lab: Lab, vm: VM, image: Image | None, accel: str) -> list[str]:
@@ -65,7 +69,7 @@ def qemu_argv(p: Paths, lab: Lab, vm: VM, image: Image | None, accel: str) -> li
         argv += ["-accel", "kvm", "-cpu", "host"]
     else:
         tb = vm.tb_size_mib or (512 if vm.memory_mib >= 1024 else 128)
-        argv += ["-accel", f"tcg,thread=multi,tb-size={tb}", "-cpu", "qemu64"]
+        argv += ["-accel", f"tcg,thread=multi,tb-size={tb}", "-cpu", TCG_CPU]
     argv += ["-serial", f"file:{p.logs / (vm.name + '.console.log')}",
              "-monitor", f"unix:{d / 'monitor.sock'},server=on,wait=off",
              "-pidfile", str(d / "qemu.pid"),

@@ -4,7 +4,8 @@ The lab's LUKS nodes (`node_luks: true`: one `iscsi`, one `mirror`) encrypted th
 their first boot and unlock it at every boot with Clevis, which asks Tang on the provisioning host; Tang
 answers the LUKS nodes' addresses only. What is read here: the dm-crypt stack and the LUKS header on the node,
 the node's boot data and the whole HTTP tree on the provisioning host (scanned for the volume key), the node's
-volumes on the storage hosts (scanned for a marker the node wrote in plain), Tang's answers to a storage host.
+volumes on the storage hosts (scanned for a marker the node wrote in plain), Tang's answers to a storage host,
+the recovery passphrase's keyslot (node_luks_recovery), and a Tang key rotation (playbooks/tang_rotate.yml).
 Destructive, last: Tang stopped, the node does not mount its root and says why on its console; Tang back, the
 next boot unlocks.
 """
@@ -12,20 +13,26 @@ next boot unlocks.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import secrets
 import shlex
 import subprocess
+import tarfile
 import time
 from typing import Any
 
 import pytest
 
-from lab.client import LabInfo, console_text, labctl, record_timing, ssh_answers, wait_ssh, wait_until
+from lab.client import (LabInfo, console_text, labctl, record_timing, run_playbook, ssh_answers, wait_ssh,
+                        wait_until)
 from lab.faults import ssh
 
-HTTP_ROOT = "/srv/diskless/http"   # provisioning_host_http_root (the role's default; the lab keeps it)
+# what the provisioning host serves (the roles' defaults; the lab keeps them): provisioning_host_http_root, the
+# per-node files served to their node's address only (provisioning_host_restricted_root) and TFTP
+SERVED = ("/srv/diskless/http", "/srv/diskless/restricted", "/srv/diskless/tftp")
+RESTRICTED = "/srv/diskless/restricted"
 LOCKED_TIMEOUT = 600
 
 # on the node: the dm-crypt device under /, the device it decrypts and its LUKS header, and the volume key in
@@ -41,11 +48,12 @@ echo "backing $b"
 key=$(dmsetup table --showkeys "$name" | awk '{print $5}')
 case $key in
 :*)
-    slot=$(cryptsetup luksDump --dump-json-metadata "/dev/$b" | python3 -c 'import json, sys; print(next(iter(json.load(sys.stdin)["keyslots"])))')
-    umask 077; f=$(mktemp /run/dl-vk.XXXXXX)
+    slot=$(cryptsetup luksDump --dump-json-metadata "/dev/$b" | python3 -c 'import json, sys
+print(next(t["keyslots"][0] for t in json.load(sys.stdin)["tokens"].values() if t["type"] == "clevis"))')
+    umask 077; d=$(mktemp -d /run/dl-vk.XXXXXX); f=$d/key   # cryptsetup writes only a new file
     clevis luks pass -d "/dev/$b" -s "$slot" | cryptsetup luksDump --dump-volume-key --batch-mode --key-file - \
         --volume-key-file "$f" "/dev/$b" >/dev/null
-    key=$(od -An -v -tx1 "$f" | tr -d ' \n'); rm -f "$f" ;;
+    key=$(od -An -v -tx1 "$f" | tr -d ' \n'); rm -rf "$d" ;;
 esac
 echo "key $key"
 cryptsetup luksDump --dump-json-metadata "/dev/$b"
@@ -110,9 +118,10 @@ def test_luks_roots_are_dm_crypt_bound_to_tang_with_keys_of_their_own(
         want = "md" if slices[node]["root"] == "mirror" else "sd"
         assert info["backing"].startswith(want), info
         meta = info["meta"]
-        assert len(meta["keyslots"]) == 1, meta["keyslots"]        # the Clevis slot; the one-time key is gone
+        # the Clevis slot, and the recovery passphrase's when the inventory sets one; the one-time key is gone
+        assert len(meta["keyslots"]) == 1 + bool(slices[node]["luks_recovery"]), meta["keyslots"]
         tokens = [t for t in meta["tokens"].values() if t["type"] == "clevis"]
-        assert len(tokens) == 1 and tokens[0]["keyslots"] == list(meta["keyslots"]), meta["tokens"]
+        assert len(tokens) == 1 and len(tokens[0]["keyslots"]) == 1, meta["tokens"]
         header = json.loads(_b64(tokens[0]["jwe"]["protected"]))
         assert header["clevis"]["pin"] == "sss", header
         urls = sorted(json.loads(_b64(c.split(".")[0]))["clevis"]["tang"]["url"] for c in header["clevis"]["sss"]["jwe"])
@@ -138,13 +147,16 @@ def test_no_key_in_the_boot_data_nor_the_http_tree(converged: None, lab: LabInfo
         raw = bytes.fromhex(key)
         forms = [key, key.upper(), base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode().rstrip("=")]
         for form in forms:
-            proc = podman(container, "grep", "-rlaF", form[:32], HTTP_ROOT, check=False)
+            proc = podman(container, "grep", "-rlaF", form[:32], *SERVED, check=False)
             assert proc.returncode == 1 and not proc.stdout, f"{node}'s volume key found in {proc.stdout}"
         mac = next(n["mac_hyphen"] for n in slices[prov]["nodes"] if n["name"] == node)
-        conf = podman(container, "sh", "-c", f"cat {HTTP_ROOT}/*/nodes/{mac}.conf {HTTP_ROOT}/nodes/{mac}.conf "
-                      "2>/dev/null || true").stdout
+        conf = podman(container, "cat", f"{RESTRICTED}/{mac}.conf").stdout
         assert "DL_LUKS='1'" in conf and "DL_TANG_URLS=" in conf, conf
         assert not re.search(r"^DL_\w*(KEY|PASS)\w*=", conf, re.M), conf
+        recovery = slices[node]["luks_recovery"]
+        if recovery:
+            proc = podman(container, "grep", "-rlaF", recovery, *SERVED, check=False)
+            assert proc.returncode == 1 and not proc.stdout, f"{node}'s recovery passphrase found in {proc.stdout}"
 
 
 def test_the_storage_hosts_hold_no_plaintext(converged: None, lab: LabInfo, slices: dict[str, Any]) -> None:
@@ -185,6 +197,67 @@ def test_tang_answers_the_luks_nodes_only(converged: None, lab: LabInfo, slices:
     plain = [h for h, s in slices.items() if s.get("role") == "compute" and not s.get("luks")]
     for host in plain[:1]:
         assert http_status(lab, host, f"{url}/adv") == 403, host
+
+
+def test_the_recovery_passphrase_opens_the_root_and_nothing_else_does(
+        converged: None, lab: LabInfo, slices: dict[str, Any]) -> None:
+    """node_luks_recovery (vault) is a keyslot of its own, beside the Clevis one: it opens the LUKS header on the
+    node (as typed at the console when no Tang answers); a wrong passphrase opens nothing."""
+    nodes = [n for n in luks_nodes(slices) if slices[n]["luks_recovery"]]
+    if not nodes:
+        pytest.skip("no LUKS node of the inventory has node_luks_recovery")
+    for node in nodes:
+        info = root_luks(lab, node)
+        clevis = {int(s) for t in info["meta"]["tokens"].values() if t["type"] == "clevis" for s in t["keyslots"]}
+        [recovery_slot] = [int(s) for s in info["meta"]["keyslots"] if int(s) not in clevis]
+        dev = "/dev/" + info["backing"]
+        for passphrase, slot, want in ((slices[node]["luks_recovery"], recovery_slot, "0"),
+                                       (slices[node]["luks_recovery"] + "x", recovery_slot, "2")):
+            rc = ssh(lab.ssh_config, node, f"rc=0; printf %s {shlex.quote(passphrase)} | cryptsetup open --test-passphrase "
+                     f"--key-slot {slot} --key-file - {dev} || rc=$?; echo $rc").strip()
+            assert rc == want, f"{node}: cryptsetup open --test-passphrase (keyslot {slot}) exited {rc}, not {want}"
+
+
+def tang_keys(container: str) -> dict[str, list[str]]:
+    return json.loads(podman(container, "/usr/local/sbin/diskless-tang-keys", "list", "/var/lib/tang").stdout)
+
+
+def bound_kids(lab: LabInfo, node: str) -> list[str]:
+    info = root_luks(lab, node)
+    token = next(t for t in info["meta"]["tokens"].values() if t["type"] == "clevis")
+    sss = json.loads(_b64(token["jwe"]["protected"]))["clevis"]["sss"]
+    return sorted(json.loads(_b64(c.split(".")[0]))["kid"] for c in sss["jwe"])
+
+
+def test_tang_key_rotation_binds_every_node_anew_then_retires_the_old_keys(
+        converged: None, lab: LabInfo, slices: dict[str, Any]) -> None:
+    """playbooks/tang_rotate.yml: new Tang keys, every LUKS node bound to them, the old keys removed (and the
+    controller's backup holding the new ones); each node's root still unlocks through Tang, which now has only
+    the new keys (and the destructive Tang test below reboots a node on them)."""
+    nodes = luks_nodes(slices)
+    prov, container = provisioning(slices)
+    before = tang_keys(container)
+    assert before["advertised"] and not before["hidden"], before
+    for node in nodes:
+        assert set(bound_kids(lab, node)) <= set(before["advertised"]), node
+    run_playbook(lab.inventory, "tang_rotate.yml", "rotate the Tang keys, bind every LUKS node anew",
+                 key="tang_rotate")
+    after = tang_keys(container)
+    assert after["advertised"] and not after["hidden"], after
+    assert not set(after["advertised"]) & set(before["advertised"]), (before, after)
+    for node in nodes:
+        kids = bound_kids(lab, node)
+        assert kids and set(kids) <= set(after["advertised"]), (node, kids, after)
+        # the root's key comes back from Tang, which holds none of the old keys any more
+        out = ssh(lab.ssh_config, node, "b=$(basename \"$(cryptsetup status dlcrypt | awk '$1 == \"device:\" {print $2}')\"); "
+                  "slot=$(clevis luks list -d /dev/$b | cut -d: -f1 | head -1); "
+                  "clevis luks pass -d /dev/$b -s $slot | wc -c", check=False)
+        assert int(out.strip().splitlines()[-1]) > 0, f"{node}: clevis luks pass failed after the rotation: {out}"
+    backup = lab.ssh_config.parent.parent / "tang-backup" / f"{prov}.tang"
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(backup.read_text()))) as tar:
+        names = sorted(m.name for m in tar.getmembers())
+    listed = podman(container, "sh", "-c", "cd /var/lib/tang && ls -A | sort").stdout.split()
+    assert names == listed, (names, listed)
 
 
 @pytest.mark.destructive

@@ -30,7 +30,7 @@ all:
     argv = labvm.qemu_argv(p, lab, vms["sch1"], image, "tcg")
     joined = " ".join(argv)
     assert argv[argv.index("-accel") + 1] == "tcg,thread=multi,tb-size=512"
-    assert argv[argv.index("-cpu") + 1] == "qemu64"
+    assert argv[argv.index("-cpu") + 1] == "qemu64,+aes,+pclmulqdq,+ssse3,+sse4.1,+sse4.2,+popcnt"
     assert argv[argv.index("-kernel") + 1] == str(image.kernel)
     append = argv[argv.index("-append") + 1].split()
     assert "ip=10.77.0.11:::255.255.255.0:sch1:eth0:off" in append
