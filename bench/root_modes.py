@@ -129,10 +129,11 @@ def main() -> int:
     for mode, node in sorted(nodes.items()):
         if mode.startswith("live"):      # RAM only: no storage path to measure
             continue
-        if mode.startswith("image"):     # reads: the multipath map itself; writes land in the RAM overlay (not measured)
-            dev = multipath_device(ssh_config, node)
-            rows[f"{node} ({mode}, multipath)"] = {rw: fio(ssh_config, node, dev, rw, bs, seconds, readonly=True)
-                                                   for rw, bs, _k in FIO_TESTS if "write" not in rw}
+        if mode.startswith("image"):     # reads: the multipath map (or the dm-crypt device over it); writes land
+            # in the RAM overlay (not measured)
+            dev = "/dev/mapper/dlcrypt" if mode.endswith("+luks") else multipath_device(ssh_config, node)
+            rows[f"{node} ({mode})"] = {rw: fio(ssh_config, node, dev, rw, bs, seconds, readonly=True)
+                                        for rw, bs, _k in FIO_TESTS if "write" not in rw}
             continue
         target = "/var/tmp/dl-bench-fio.dat"
         ssh(ssh_config, node, f"fio --name=l --filename={target} --size=256M --rw=write --bs=1M --direct=1 "
@@ -161,7 +162,8 @@ def main() -> int:
         if plain and f"{node} ({mode})" in rows and f"{plain} ({mode[:-5]})" in rows:
             lu, pl = rows[f"{node} ({mode})"], rows[f"{plain} ({mode[:-5]})"]
             print(f"  LUKS / plain, {mode[:-5]:8} " + "  ".join(
-                f"{rw} {lu[rw][key] / pl[rw][key]:4.2f}x" for rw, _bs, key in FIO_TESTS if pl[rw][key]))
+                f"{rw} {lu[rw][key] / pl[rw][key]:4.2f}x" for rw, _bs, key in FIO_TESTS
+                if rw in pl and rw in lu and pl[rw][key]))
     first = {k: v for k, v in measured.items() if k.startswith("luks_first_boot_")}
     if first:
         print("\nroot_modes: LUKS first boot, the clone encrypted in place (cryptsetup reencrypt) before it is mounted")

@@ -9,6 +9,7 @@ APT_PACKAGES=(
   podman runc uidmap mmdebstrap qemu-system-x86 qemu-utils dnsmasq-base grub-common ipxe
   zstd squashfs-tools git make curl ca-certificates iproute2 e2fsprogs tftp-hpa isc-dhcp-client openssh-client
   python3-venv shellcheck
+  cryptsetup-bin clevis clevis-luks   # the controller encrypts the images of LUKS nodes of root mode image (luks_image)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -119,8 +119,9 @@ VARIABLES = (
         "or `live` (the image's squashfs over HTTP into RAM + RAM overlay; no storage host)", default="iscsi",
         example="mirror", boot=True),
     Var("node_luks", "compute", "bool",
-        "LUKS2 on the root, unlocked at boot by Clevis bound to the provisioning hosts' Tang (`iscsi` and `mirror` modes "
-        "only): no key is stored or sent anywhere; the clone gets 32M more for the LUKS header", default=False, example=False),
+        "LUKS2 on the root, unlocked at boot by Clevis bound to the provisioning hosts' Tang (not `live`): no key is "
+        "stored or sent anywhere; an `iscsi`/`mirror` clone gets 32M more for the LUKS header and is encrypted by its "
+        "first boot, an `image` node boots its image encrypted once on the controller", default=False, example=False),
     Var("node_image", "compute", "str", "its image, a key of `cluster_images`", default="cluster_default_image",
         example="debian12", boot=True),
     Var("node_root_size", "compute", "size",

@@ -13,6 +13,7 @@ taken for a recovery keyslot: the first boot's one-time keyslot is removed by th
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 
@@ -181,3 +182,71 @@ def tang_bindings(metadata):
 def stale_bindings(bindings, advertised):
     """The keyslots bound to a Tang key that is not among ``advertised`` (the keys the Tang servers advertise now)."""
     return sorted(slot for slot, kids in bindings.items() if any(kid not in advertised for kid in kids))
+
+
+def sss_policy(threshold, pins):
+    """The Clevis ``sss`` configuration that binds to Tang servers offline: ``pins`` is a list of ``{"url": URL,
+    "adv": ADVERTISEMENT}`` (each server's signed advertisement, as JSON, read from the server itself over a trusted
+    channel), ``threshold`` how many of them must answer to unlock."""
+    if not pins:
+        raise LuksError("no Tang server to bind to: the cluster has no provisioning host")
+    if not 1 <= threshold <= len(pins):
+        raise LuksError("threshold %r must be from 1 to the number of Tang servers (%d)" % (threshold, len(pins)))
+    tang = []
+    for pin in pins:
+        adv = pin.get("adv")
+        if isinstance(adv, str):
+            try:
+                adv = json.loads(adv)
+            except ValueError:
+                adv = None
+        if not isinstance(adv, dict) or "payload" not in adv:
+            raise LuksError("the Tang advertisement of %s is not a JWS (JSON with a payload): read it again with "
+                            "diskless-tang-keys adv on its provisioning host" % pin.get("url"))
+        tang.append({"url": pin["url"], "adv": adv})
+    return json.dumps({"t": threshold, "pins": {"tang": tang}}, sort_keys=True)
+
+
+def jwk_thumbprint(jwk):
+    """The RFC 7638 SHA-256 thumbprint of a public JWK, base64url: what Tang and Clevis call a key's "kid"."""
+    members = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "oct": ("k", "kty"), "OKP": ("crv", "kty", "x")}
+    required = members.get(jwk.get("kty"))
+    if required is None or any(m not in jwk for m in required):
+        raise LuksError("a Tang advertisement holds a key that is not a public EC/RSA/OKP JWK")
+    text = json.dumps({m: jwk[m] for m in required}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).decode().rstrip("=")
+
+
+def advertised_kids(pins):
+    """The thumbprints of the exchange keys (``deriveKey``) that the advertisements of ``pins`` (sss_policy's
+    input) offer: a binding that needs only these is current."""
+    kids = set()
+    for pin in pins:
+        adv = pin["adv"] if isinstance(pin["adv"], dict) else json.loads(pin["adv"])
+        for jwk in _b64url_json(adv["payload"]).get("keys") or []:
+            if "deriveKey" in (jwk.get("key_ops") or []):
+                kids.add(jwk_thumbprint(jwk))
+    return kids
+
+
+def encrypt_file(run, path, room, policy, key):
+    """Encrypt the image file ``path`` in place with LUKS2 (offline: no device-mapper, no loop device) and bind it
+    with Clevis to ``policy`` (sss_policy); ``room`` bytes at the end of the file take the LUKS2 header. ``key``
+    (SECRET, random) opens the one-time keyslot the encryption and the binding need; it is removed afterwards, so
+    only Clevis (Tang) opens the result. Returns ``(uuid, kids)``: the LUKS UUID and the Tang keys the binding needs."""
+    run(["cryptsetup", "reencrypt", "--encrypt", "--type", "luks2", "--reduce-device-size", "%dM" % (room >> 20),
+         # the one-time keyslot lives for a few seconds: a cheap KDF; Clevis's keyslot has a random 256-bit key
+         "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--batch-mode", "--key-file", "-", path],
+        "encrypting %s (cryptsetup reencrypt --encrypt)" % path, data=key)
+    run(["clevis", "luks", "bind", "-y", "-d", path, "-k", "-", "sss", policy],
+        "binding %s to Tang (clevis luks bind)" % path, data=key)
+    run(["cryptsetup", "luksRemoveKey", "--batch-mode", "--key-file", "-", path],
+        "removing the one-time keyslot of %s" % path, data=key)
+    meta = json.loads(run(["cryptsetup", "luksDump", "--dump-json-metadata", path],
+                          "reading the LUKS2 metadata of %s" % path))
+    clevis, other = keyslots(meta)
+    if not clevis or other:
+        raise LuksError("%s: after the binding, keyslots %s are Clevis's and %s others (want >= 1 and none): refusing "
+                        "to publish it" % (path, clevis, other))
+    kids = sorted({kid for slot_kids in tang_bindings(meta).values() for kid in slot_kids})
+    return run(["cryptsetup", "luksUUID", path], "reading the LUKS UUID of %s" % path).strip(), kids

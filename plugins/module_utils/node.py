@@ -178,8 +178,8 @@ def local_disks(sys_root="/sys"):
 
 
 def luks_layer(layers):
-    """The dm-crypt (LUKS) device on top of the root's stack, or None: an encrypted root (``node_luks``) is
-    LUKS over the mode's own device (the LUN, or the md array)."""
+    """The dm-crypt (LUKS) device on top of the root's stack (of the overlay's lower layer), or None: an encrypted
+    root (``node_luks``) is LUKS over the mode's own device (the LUN, the md array, the image's multipath map)."""
     top = layers[0] if layers else {}
     if top.get("kind") == "dm" and (top.get("dm_uuid") or "").startswith("CRYPT-LUKS"):
         return top
@@ -188,8 +188,9 @@ def luks_layer(layers):
 
 def root_mode(fstype, layers, overlay):
     """The root mode a root adds up to: iscsi, mirror, image, live, or None (none of them). A LUKS layer on
-    top does not change the mode: it is read from what the dm-crypt device stands on."""
-    if fstype != "overlay" and luks_layer(layers):
+    top does not change the mode: it is read from what the dm-crypt device stands on (the LUN, the md array, or
+    the multipath map under an overlay's lower layer)."""
+    if luks_layer(layers):
         layers = layers[1:]
     top = layers[0] if layers else {}
     if fstype == "overlay":
@@ -261,7 +262,7 @@ def describe(sys_root="/sys", proc_root="/proc", run_root="/run"):
     if name and name.startswith("loop"):
         overlay["lower"]["backing_file"] = _read(os.path.join(sys_root, "class", "block", name, "loop", "backing_file"))
     mode = root_mode(fstype, layers, overlay)
-    luks = luks_layer(layers) if fstype != "overlay" else None
+    luks = luks_layer(layers)
     root = {
         "source": source,
         "fstype": fstype,

@@ -154,6 +154,13 @@ def shared_image_serial(authority: str, image: str, version: str) -> str:
     return str(uuid.uuid5(_SERIAL_NAMESPACE, "%s/%s@%s" % (authority, image, version)))
 
 
+def _golden_size(image, encrypted):
+    """Bytes of an image's golden volume: the encrypted image (root mode 'image' with LUKS) holds the LUKS2 header too."""
+    if image["size_bytes"] is None:
+        return None
+    return image["size_bytes"] + (LUKS_HEADER_ROOM if encrypted else 0)
+
+
 def _shell_quote(value: str) -> str:
     return "'%s'" % value.replace("'", "'\\''")
 
@@ -381,8 +388,12 @@ class _Planner:
             "label": label,
             "http_path": "/images/%s/%s" % (name, version),
             "golden_volume": "golden/%s" % name,
+            # the image encrypted once (LUKS2 bound to Tang) for the LUKS nodes of root mode 'image': one master key
+            # per image version, the same ciphertext on every storage host
+            "luks_golden_volume": "golden/%s-luks" % name,
             "snapshot": "v%s" % version,
             "live": False,  # some live node boots its root.squashfs: the provisioning host publishes it
+            "luks": False,  # some LUKS node of root mode 'image' boots it: its encrypted copy is made and written
         }
 
     def _port(self, key, default) -> int:
@@ -605,11 +616,7 @@ class _Planner:
             elif luks and mode == "live":
                 self.err(node, "node_luks", "root mode 'live' has no volume to encrypt (its root is in RAM)")
                 ok = False
-            elif luks and mode == "image":
-                self.err(node, "node_luks", "root mode 'image' is not encrypted yet: the shared read-only image would need "
-                         "one key per image version (issue 14); use iscsi or mirror")
-                ok = False
-            recovery = self._luks_recovery(node, hv, luks)
+            recovery = self._luks_recovery(node, hv, luks, mode)
             ok = ok and recovery is not False
 
             image_name = hv.get("node_image", self.default_image)
@@ -680,8 +687,9 @@ class _Planner:
             for host in hosts:
                 spec = self.storage[host]
                 if mode == "image":
-                    volume = "%s/shared/%s-v%s" % (spec["pool"], image["name"], image["version"])
-                    target = self._iqn(node, "target_iqn", "shared", "%s-v%s" % (image["name"], image["version"]))
+                    shared = "%s-v%s%s" % (image["name"], image["version"], "-luks" if luks else "")
+                    volume = "%s/shared/%s" % (spec["pool"], shared)
+                    target = self._iqn(node, "target_iqn", "shared", shared)
                 else:
                     volume = "%s/nodes/%s-root" % (spec["pool"], node)
                     target = self._iqn(node, "target_iqn", host, "%s-root" % node)
@@ -704,6 +712,8 @@ class _Planner:
             else:
                 if mode == "live":
                     image["live"] = True
+                elif mode == "image" and luks:
+                    image["luks"] = True
                 self.nodes[node] = dict({
                     "name": node,
                     "hostname": hostname,
@@ -867,7 +877,7 @@ class _Planner:
             ok = False
         return (values[0], values[1]) if ok else None
 
-    def _luks_recovery(self, node, hv, luks):
+    def _luks_recovery(self, node, hv, luks, mode):
         """The node's recovery passphrase (``node_luks_recovery``: a LUKS keyslot of its own, for the day no Tang
         answers), None when unset, False when invalid."""
         value = hv.get("node_luks_recovery")
@@ -875,6 +885,10 @@ class _Planner:
             return None if value is None else False
         if not luks:
             self.err(node, "node_luks_recovery", "is set but node_luks is not true: only a LUKS root has a recovery passphrase")
+            return False
+        if mode == "image":
+            self.err(node, "node_luks_recovery", "does not apply to root mode 'image': its LUKS image is one volume per image "
+                     "version, shared read-only by its nodes (its keyslots are the image's, not the node's)")
             return False
         if not MIN_RECOVERY <= len(value) <= MAX_RECOVERY:
             self.err(node, "node_luks_recovery", "must be %d to %d characters" % (MIN_RECOVERY, MAX_RECOVERY))
@@ -893,7 +907,7 @@ class _Planner:
 
     # -- derived per storage / provisioning host -------------------------------------------------------------
     def derive_storage(self) -> None:
-        goldens: dict[str, set] = {h: set() for h in self.storage}
+        goldens: dict[str, set] = {h: set() for h in self.storage}   # (image, encrypted)
         exports: dict[str, dict] = {h: {} for h in self.storage}
         volumes: dict[str, dict] = {h: {} for h in self.storage}
         for node in sorted(self.nodes):
@@ -902,13 +916,15 @@ class _Planner:
             for path in plan["paths"]:
                 host = path["storage_host"]
                 spec = self.storage[host]
-                goldens[host].add(image["name"])
-                origin = "%s/%s@%s" % (spec["pool"], image["golden_volume"], image["snapshot"])
+                encrypted = plan["root"] == "image" and plan["luks"]
+                goldens[host].add((image["name"], encrypted))
+                golden = image["luks_golden_volume"] if encrypted else image["golden_volume"]
+                origin = "%s/%s@%s" % (spec["pool"], golden, image["snapshot"])
                 if path["volume"] not in volumes[host]:
                     volumes[host][path["volume"]] = {
                         "name": path["volume"],
                         "origin": origin,
-                        "size_bytes": plan["root_size_bytes"] or image["size_bytes"],
+                        "size_bytes": plan["root_size_bytes"] or _golden_size(image, encrypted),
                         "readonly": path["readonly"],
                         "node": None if path["readonly"] else node,
                     }
@@ -919,7 +935,9 @@ class _Planner:
                         "backstore": path["volume"].split("/", 1)[1].replace("/", "-"),
                         "device": "/dev/zvol/%s" % path["volume"],
                         "readonly": path["readonly"],
-                        "wwn": shared_image_serial(self.authority, image["name"], image["version"]) if path["readonly"] else None,
+                        # the encrypted image is another LUN (other bytes): another serial, never one map with the plain one
+                        "wwn": shared_image_serial(self.authority, image["name"] + ("-luks" if encrypted else ""),
+                                                   image["version"]) if path["readonly"] else None,
                         "lun": path["lun"],
                         "portals": [{"ip": spec["portal_ip"], "port": self.iscsi_port}],
                         "acls": [],
@@ -935,15 +953,18 @@ class _Planner:
                     "write_protect": path["readonly"],
                 })
         for host, spec in self.storage.items():
-            spec["golden"] = [
-                {
+            spec["golden"] = []
+            for name, encrypted in sorted(goldens[host]):
+                image = self.images[name]
+                golden = image["luks_golden_volume"] if encrypted else image["golden_volume"]
+                spec["golden"].append({
                     "image": name,
-                    "volume": "%s/%s" % (spec["pool"], self.images[name]["golden_volume"]),
-                    "size_bytes": self.images[name]["size_bytes"],
-                    "snapshot": "%s/%s@%s" % (spec["pool"], self.images[name]["golden_volume"], self.images[name]["snapshot"]),
-                }
-                for name in sorted(goldens[host])
-            ]
+                    "volume": "%s/%s" % (spec["pool"], golden),
+                    # the encrypted image: the image's file system and the LUKS2 header in front of it
+                    "size_bytes": _golden_size(image, encrypted),
+                    "snapshot": "%s/%s@%s" % (spec["pool"], golden, image["snapshot"]),
+                    "encrypted": encrypted,
+                })
             spec["volumes"] = [volumes[host][v] for v in sorted(volumes[host])]
             spec["exports"] = [exports[host][t] for t in sorted(exports[host])]
 
@@ -1057,7 +1078,8 @@ class _Planner:
                                "secret": True, "allow": plan["ip"]})
         return {
             host: {"name": host, "ip": str(address), "dhcp_hosts": dhcp_hosts, "boot_files": boot_files,
-                   "ssh_host_key_types": list(SSH_HOST_KEY_TYPES), "tang_clients": list(tang_clients)}
+                   "ssh_host_key_types": list(SSH_HOST_KEY_TYPES), "tang_clients": list(tang_clients),
+                   "tang_url": self._http_url(address) + TANG_PATH}
             for host, address in sorted(self.prov.items())
         }
 

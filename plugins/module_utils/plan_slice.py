@@ -86,6 +86,12 @@ def host_slice(plan, host, volume_defaults=None):
     raise SliceError("%s is in none of the groups provisioning, storage and compute: it has no part in the plan" % host)
 
 
+def luks_image_file(image):
+    """Where the controller keeps an image version encrypted for the LUKS nodes of root mode image, relative to the
+    bundles directory: beside the bundle (whose files its manifest lists), with its luks_image record at ``.json``."""
+    return "%s/%s.root.luks.img" % (image["name"], image["version"])
+
+
 def _storage(plan, host, volume_defaults):
     opts = dict(VOLUME_DEFAULTS)
     unknown = sorted(set(volume_defaults or {}) - set(opts))
@@ -116,6 +122,9 @@ def _storage(plan, host, volume_defaults):
             "bundle": "%s/%s" % (image["name"], image["version"]),
             "volume": g["volume"],
             "snapshot": g["snapshot"],
+            # the image encrypted once on the controller (luks_image): LUKS nodes of root mode image boot it
+            "encrypted": g["encrypted"],
+            "luks_file": luks_image_file(image) if g["encrypted"] else None,
             # the zfs_volumes entry that writes the image: writable, no snapshot yet
             "unwritten": dict(entry, snapshots=[], properties=dict(golden_props, readonly="off")),
         })
@@ -160,9 +169,11 @@ def _provisioning(plan, host):
         "cluster": {k: cluster[k] for k in ("name", "domain", "boot_network", "netmask", "prefixlen", "gateway",
                                             "dhcp_range", "dhcp_lease_time", "http_base", "http_port", "provisioning_ip",
                                             "ntp_server", "syslog_server")},
-        # live: some live node boots this image's root.squashfs over HTTP, so it is published too
+        # live: some live node boots this image's root.squashfs over HTTP, so it is published too; luks: some LUKS
+        # node of root mode image boots it, so it is encrypted once, bound to every provisioning host's Tang
         "images": [{"name": i["name"], "version": i["version"], "http_path": i["http_path"],
-                    "bundle": "%s/%s" % (i["name"], i["version"]), "live": i["live"]}
+                    "bundle": "%s/%s" % (i["name"], i["version"]), "live": i["live"], "luks": i["luks"],
+                    "luks_file": luks_image_file(i) if i["luks"] else None}
                    for i in (plan["images"][name] for name in sorted(plan["images"]))],
         "public": {"files": public},
         "restricted": {"files": restricted, "secret_files": secret},
@@ -173,7 +184,9 @@ def _provisioning(plan, host):
         # the SSH host key files this host keeps for every node (the nodes' boot scripts fetch them)
         "ssh_host_key_types": list(spec["ssh_host_key_types"]),
         # its Tang server, under <http_base>/tang, answering the LUKS nodes' addresses only
-        "tang": {"path": TANG_PATH, "clients": list(spec["tang_clients"])},
+        # (url: where the nodes reach it; threshold: how many Tang servers a binding needs, cluster_tang_threshold)
+        "tang": {"path": TANG_PATH, "clients": list(spec["tang_clients"]), "url": spec["tang_url"],
+                 "urls": list(cluster["tang_urls"]), "threshold": cluster["tang_threshold"]},
     }
 
 

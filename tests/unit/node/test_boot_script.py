@@ -84,6 +84,7 @@ n=${dev##*/}
 case "$1" in
 isLuks) [ -e "$T/luks.$n" ]; exit $? ;;
 luksDump) cat "$T/luks.$n"; exit 0 ;;
+luksUUID) cat "$T/uuid.$n" 2>/dev/null; exit $? ;;
 reencrypt)
     cat > "$T/stdin.reencrypt"
     rc=$(cat "$T/reencrypt_rc" 2>/dev/null || echo 0)
@@ -772,7 +773,7 @@ def test_mirror_luks_first_boot_encrypts_the_md_array_not_a_leg(env):
 
 
 @pytest.mark.parametrize("conf, says", [
-    (dict(IMAGE, **LUKS), "a LUKS root is for the iscsi and mirror modes only"),
+    (dict(LIVE, **LUKS), "a LUKS root is for the iscsi, mirror and image modes only"),
     (dict(ISCSI, DL_LUKS="1", DL_TANG_URLS="", DL_TANG_THRESHOLD=""), "DL_TANG_URLS is empty"),
     (dict(ISCSI, DL_LUKS="1", DL_TANG_URLS=TANG, DL_TANG_THRESHOLD="2"), "must be 1 to the number of DL_TANG_URLS (1)"),
     (dict(ISCSI, DL_LUKS="1", DL_TANG_URLS="10.0.0.1/tang", DL_TANG_THRESHOLD="1"), "is not an http(s) URL"),
@@ -783,6 +784,45 @@ def test_luks_settings_that_make_no_sense_stop_the_boot(env, conf, says):
     r = boot(env, **conf)
     assert r.returncode == 42 and says in panic_line(r)
     assert env.calls("iscsistart") == [] and luks_calls(env) == []
+
+
+def luks_image_paths(env, uuids=("7b0e8f2c", "7b0e8f2c"), state="bound"):
+    """The encrypted image's LUN on two portals (one serial), each path with its LUKS UUID; the multipath map's
+    LUKS state is `state` (None: no LUKS header)."""
+    env.disk("10.0.0.11", "sda", wwid="naa.6001405abc", sectors=4186112, dev="8:0")
+    env.disk("10.0.0.12", "sdb", wwid="naa.6001405abc", sectors=4186112, dev="8:16")
+    for name, uuid in zip(("sda", "sdb"), uuids):
+        (env.t / ("uuid." + name)).write_text(uuid + "\n")
+    if state:
+        (env.t / "luks.36001405abc").write_text(luks_dump(state))
+
+
+def test_image_luks_unlocks_the_multipath_map_read_only_under_the_overlay(env):
+    luks_image_paths(env)
+    r = boot(env, **IMAGE, **LUKS)
+    assert r.returncode == 0, r.stdout + r.stderr
+    mp, mapper = str(env.t / "dev/mapper/36001405abc"), str(env.t / "dev/mapper/dlcrypt")
+    acted = [c[1:] for c in luks_calls(env)]
+    assert acted == [["luksUUID", str(env.t / "dev/sda")], ["luksUUID", str(env.t / "dev/sdb")],
+                     ["luks", "unlock", "-d", mp, "-n", "dlcrypt", "-o", "--readonly"]], acted
+    assert [c[1] for c in env.calls("dmsetup")] == ["create"]      # the multipath map first, then dm-crypt over it
+    run = env.t / "run/diskless"
+    assert ["mount", "-t", "ext4", "-o", "ro,noload", mapper, str(run / "lower")] in env.calls("mount")
+    assert env.root_env()["DL_LUKS_DEVICE"] == mp and (run / "luks").read_text() == mp + "\n"
+    assert "over sda sdb (2 of 2 paths), luks dlcrypt (read-only), overlay tmpfs" in r.stdout
+
+
+@pytest.mark.parametrize("uuids, state, says", [
+    (("7b0e8f2c", "0d1e2f3a"), "bound", "not the same ciphertext (LUKS UUID per path: sda=7b0e8f2c sdb=0d1e2f3a)"),
+    (("7b0e8f2c", "7b0e8f2c"), None, "is unknown (not a LUKS volume bound to Tang)"),
+    (("7b0e8f2c", "7b0e8f2c"), "unbound", "is unbound (not a LUKS volume bound to Tang)"),
+])
+def test_image_luks_never_encrypts_nor_mounts_an_image_that_is_not_one_bound_ciphertext(env, uuids, state, says):
+    luks_image_paths(env, uuids, state)
+    r = boot(env, **IMAGE, **LUKS)
+    assert r.returncode == 42 and says in panic_line(r), r.stdout
+    assert not [c for c in luks_calls(env) if c[1] in ("reencrypt", "luks")]
+    assert not [c for c in env.calls("mount") if str(env.t / "run/diskless/lower") in c]
 
 
 def test_luks_wait_defaults_to_five_minutes(env):
@@ -953,3 +993,14 @@ def test_shellcheck_every_node_script():
         "usr/lib/diskless-cluster/ssh-hostkeys")] + [os.path.join(NODE, "../../../provisioning_host/files/diskless-node-hostkeys")]
     r = subprocess.run(["shellcheck"] + scripts, capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stdout
+
+
+def test_image_luks_without_tang_stops_without_a_recovery_hint(env):
+    luks_image_paths(env)
+    (env.t / "tang.down").write_text("")
+    r = boot(env, **IMAGE, **LUKS, DL_LUKS_WAIT="20")
+    assert r.returncode == 42, r.stdout + r.stderr
+    line = panic_line(r)
+    assert "luks: cannot unlock %s after 20 s" % (env.t / "dev/mapper/36001405abc") in line
+    assert "recovery passphrase" not in line            # an image has none (the planner refuses node_luks_recovery)
+    assert not [c for c in env.calls("mount") if str(env.t / "run/diskless/lower") in c]

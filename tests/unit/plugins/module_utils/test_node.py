@@ -225,3 +225,17 @@ def test_a_dm_device_that_is_not_luks_is_not_a_root_mode(tmp_path):
     crypt(sys, "dm-0", ["sda"], dm_name="plain", uuid="CRYPT-PLAIN-plain")
     root = describe(str(sys), str(proc_with_root(tmp_path, "/dev/dm-0")))["root"]
     assert root["mode"] is None and root["luks"] is None
+
+
+def test_luks_over_multipath_under_an_overlay_is_an_image_root(tmp_path):
+    sys = tmp_path / "sys"
+    iscsi_disk(sys, "sda", "session1", 2, TARGET % "shared", "10.77.0.11")
+    iscsi_disk(sys, "sdb", "session2", 3, TARGET % "shared", "10.77.0.12")
+    crypt(sys, "dm-0", ["sda", "sdb"], dm_name="36001405abc", uuid="mpath-36001405abc")
+    crypt(sys, "dm-1", ["dm-0"])
+    root = describe(str(sys), str(overlay_proc(tmp_path, "/dev/dm-1", "ext4")))["root"]
+    assert [(layer["name"], layer["kind"]) for layer in root["stack"]] == [
+        ("dm-1", "dm"), ("dm-0", "dm"), ("sda", "disk"), ("sdb", "disk")]
+    assert root["mode"] == "image" and root["fstype"] == "overlay"
+    assert root["luks"] == {"device": "dm-1", "dm_name": "dlcrypt", "backing": "dm-0"}
+    assert [x["portal"] for x in root["paths"]] == ["10.77.0.11", "10.77.0.12"]

@@ -81,6 +81,7 @@ def test_base_plan_shape():
     assert plan["images"]["debian12"] == {
         "name": "debian12", "version": "1", "size_bytes": 2 << 30, "label": "dlroot",
         "http_path": "/images/debian12/1", "golden_volume": "golden/debian12", "snapshot": "v1", "live": False,
+        "luks_golden_volume": "golden/debian12-luks", "luks": False,
     }
     assert sorted(plan["nodes"]) == ["node001", "node002", "node003"]
     assert sorted(plan["storage"]) == ["sch1", "sch2"]
@@ -296,7 +297,7 @@ def test_storage_slice():
     sch1 = plan["storage"]["sch1"]
     assert sch1["portal_ip"] == "10.77.0.11" and sch1["pool"] == "tank" and sch1["pool_devices"] == ["/dev/vdb"]
     assert sch1["golden"] == [{"image": "debian12", "volume": "tank/golden/debian12", "size_bytes": 2 << 30,
-                               "snapshot": "tank/golden/debian12@v1"}]
+                               "snapshot": "tank/golden/debian12@v1", "encrypted": False}]
     names = [v["name"] for v in sch1["volumes"]]
     assert "tank/nodes/node002-root" in names and "tank/shared/debian12-v1" in names
     shared = [e for e in sch1["exports"] if e["target_iqn"].endswith(":shared.debian12-v1")][0]
@@ -436,15 +437,39 @@ def test_luks_clone_keeps_room_for_the_luks_header():
                                  "(2G) + 32M for the LUKS header is at least 2080M"]
 
 
-@pytest.mark.parametrize("mode, line", [
-    ("live", "node003: node_luks: root mode 'live' has no volume to encrypt (its root is in RAM)"),
-    ("image", "node003: node_luks: root mode 'image' is not encrypted yet: the shared read-only image would need one key "
-              "per image version (issue 14); use iscsi or mirror"),
-])
-def test_luks_is_refused_where_there_is_no_volume_of_the_nodes_own(mode, line):
+def test_luks_is_refused_where_there_is_no_volume():
     with pytest.raises(PlanError) as info:
-        plan_of(hosts={"node003": {"node_root": mode, "node_luks": True}})
-    assert info.value.errors == [line]
+        plan_of(hosts={"node003": {"node_root": "live", "node_luks": True}})
+    assert info.value.errors == ["node003: node_luks: root mode 'live' has no volume to encrypt (its root is in RAM)"]
+
+
+def test_a_luks_image_node_boots_the_image_encrypted_once_on_a_lun_of_its_own_kind():
+    """One encrypted golden volume per image version and storage host (the same ciphertext everywhere: one serial),
+    beside the plain one; its shared export has another serial and target than the plain image's."""
+    secrets = dict(BASE_CLUSTER["cluster_chap_secrets"],
+                   node004={"secret": "node004-secret-a", "mutual_secret": "node004-mutual-a"})
+    node004 = {"node_mac": "52:54:00:00:01:04", "node_root": "image", "node_luks": True}
+    plan = plan_of(cluster={"cluster_chap_secrets": secrets}, hosts={"node004": {"group": "compute", "vars": node004}})
+    assert plan["images"]["debian12"]["luks"] is True
+    node = plan["nodes"]["node004"]
+    assert [p["volume"] for p in node["paths"]] == ["tank/shared/debian12-v1-luks"] * 2
+    assert all(p["target_iqn"].endswith(":shared.debian12-v1-luks") and p["readonly"] for p in node["paths"])
+    assert "DL_LUKS='1'" in node["initramfs_conf"] and "DL_ROOT_MODE='image'" in node["initramfs_conf"]
+    assert node["tang_urls"] and node["ip"] in plan["provisioning"]["ips1"]["tang_clients"]
+    for host in ("sch1", "sch2"):
+        sch = plan["storage"][host]
+        assert sch["golden"] == [
+            {"image": "debian12", "volume": "tank/golden/debian12", "size_bytes": 2 << 30,
+             "snapshot": "tank/golden/debian12@v1", "encrypted": False},
+            {"image": "debian12", "volume": "tank/golden/debian12-luks", "size_bytes": (2 << 30) + (32 << 20),
+             "snapshot": "tank/golden/debian12-luks@v1", "encrypted": True}]
+        shared = {v["name"]: v for v in sch["volumes"]}["tank/shared/debian12-v1-luks"]
+        assert shared["origin"] == "tank/golden/debian12-luks@v1" and shared["readonly"]
+        assert shared["size_bytes"] == (2 << 30) + (32 << 20)
+        exports = {e["target_iqn"].rsplit(":", 1)[1]: e for e in sch["exports"]}
+        assert exports["shared.debian12-v1-luks"]["wwn"] != exports["shared.debian12-v1"]["wwn"]
+        assert [a["node"] for a in exports["shared.debian12-v1-luks"]["acls"]] == ["node004"]
+    assert (plan["storage"]["sch1"]["exports"][-1]["wwn"] == plan["storage"]["sch2"]["exports"][-1]["wwn"])
 
 
 RETIRED = ("is retired: a LUKS root is unlocked by Clevis bound to the provisioning hosts' Tang (docs/security.md); "

@@ -144,8 +144,10 @@ def test_provisioning_publishes_root_squashfs_only_for_live_images():
     plan = build_plan(*live_inventory())
     images = {i["name"]: i for i in host_slice(plan, "ips1")["images"]}
     assert images == {
-        "bookworm": {"name": "bookworm", "version": "2", "http_path": "/images/bookworm/2", "bundle": "bookworm/2", "live": True},
-        "debian12": {"name": "debian12", "version": "1", "http_path": "/images/debian12/1", "bundle": "debian12/1", "live": True},
+        "bookworm": {"name": "bookworm", "version": "2", "http_path": "/images/bookworm/2", "bundle": "bookworm/2", "live": True,
+                     "luks": False, "luks_file": None},
+        "debian12": {"name": "debian12", "version": "1", "http_path": "/images/debian12/1", "bundle": "debian12/1", "live": True,
+                     "luks": False, "luks_file": None},
     }
     plain = {i["name"]: i["live"] for i in host_slice(build_plan(*inventory()), "ips1")["images"]}
     assert plain == {"debian12": False}
@@ -184,9 +186,11 @@ def test_tang_in_the_provisioning_and_compute_slices():
     plan = build_plan(*inventory(cluster={"cluster_tang_threshold": 2, "cluster_http_port": 8080},
                                  hosts={"node001": {"node_luks": True}, "node002": {"node_luks": True},
                                         "ips2": {"group": "provisioning", "vars": {"ansible_host": "10.77.0.3"}}}))
-    for host in ("ips1", "ips2"):
+    for host, ip in (("ips1", "10.77.0.2"), ("ips2", "10.77.0.3")):
         # its Tang answers the LUKS nodes only: node003 (image) is not a client
-        assert host_slice(plan, host)["tang"] == {"path": "/tang", "clients": ["10.77.0.101", "10.77.0.102"]}
+        assert host_slice(plan, host)["tang"] == {"path": "/tang", "clients": ["10.77.0.101", "10.77.0.102"],
+                                                  "url": "http://%s:8080/tang" % ip, "threshold": 2,
+                                                  "urls": ["http://10.77.0.2:8080/tang", "http://10.77.0.3:8080/tang"]}
     for node in ("node001", "node002"):
         part = host_slice(plan, node)
         assert (part["luks"], part["tang_urls"], part["tang_threshold"]) == \
@@ -194,7 +198,8 @@ def test_tang_in_the_provisioning_and_compute_slices():
     assert (host_slice(plan, "node003")["tang_urls"], host_slice(plan, "node003")["tang_threshold"]) == ([], None)
     for host in ("sch1", "sch2"):
         assert "tang" not in json.dumps(host_slice(plan, host))
-    assert host_slice(build_plan(*inventory()), "ips1")["tang"] == {"path": "/tang", "clients": []}
+    assert host_slice(build_plan(*inventory()), "ips1")["tang"] == {
+        "path": "/tang", "clients": [], "url": "http://10.77.0.2/tang", "threshold": 1, "urls": ["http://10.77.0.2/tang"]}
 
 
 def test_a_luks_recovery_passphrase_reaches_its_own_node_only():

@@ -17,7 +17,7 @@ import pytest
 from ansible.module_utils import basic
 from ansible_collections.diskless.cluster.plugins.module_utils.luks import (
     LuksError, keyslots, parse_status, recovery_plan, stale_bindings, tang_bindings)
-from ansible_collections.diskless.cluster.plugins.modules import luks_rebind, luks_recovery
+from ansible_collections.diskless.cluster.plugins.modules import luks_image, luks_rebind, luks_recovery
 
 CRYPTSETUP = shutil.which("cryptsetup") or next((p for p in ("/usr/sbin/cryptsetup", "/sbin/cryptsetup")
                                                  if os.path.exists(p)), None)
@@ -191,3 +191,82 @@ def test_tang_bindings_of_tang_sss_and_other_pins():
     assert tang_bindings(meta) == {1: ["a", "b"], 2: ["k1"], 3: []}
     assert stale_bindings(tang_bindings(meta), {"a", "b"}) == [2]
     assert stale_bindings(tang_bindings(meta), {"a", "b", "k1"}) == []
+
+
+CLEVIS = shutil.which("clevis")
+JOSE = shutil.which("jose")
+
+
+def tang_adv(tmp_path):
+    """A Tang advertisement as tangd serves it: the signing and exchange public keys, signed by the signing key
+    (made with jose, as tangd-keygen does). Returns (adv JSON, thumbprint of the exchange key)."""
+    def jose(*args):
+        return subprocess.run([JOSE] + list(args), capture_output=True, text=True, check=True).stdout
+    jose("jwk", "gen", "-i", '{"alg":"ES512"}', "-o", str(tmp_path / "sig.jwk"))
+    jose("jwk", "gen", "-i", '{"alg":"ECMR"}', "-o", str(tmp_path / "exc.jwk"))
+    keys = [json.loads(jose("jwk", "pub", "-i", str(tmp_path / name))) for name in ("sig.jwk", "exc.jwk")]
+    (tmp_path / "set.json").write_text(json.dumps({"keys": keys}))
+    jose("jws", "sig", "-I", str(tmp_path / "set.json"), "-k", str(tmp_path / "sig.jwk"),
+         "-s", '{"protected":{"cty":"jwk-set+json"}}', "-o", str(tmp_path / "adv.jws"))
+    return json.loads((tmp_path / "adv.jws").read_text()), jose("jwk", "thp", "-i", str(tmp_path / "exc.jwk")).strip()
+
+
+def test_luks_image_encrypts_once_binds_to_tang_and_keeps_no_other_keyslot(run, tmp_path):
+    if CRYPTSETUP is None or CLEVIS is None or JOSE is None:
+        pytest.skip("cryptsetup and clevis are not installed (hack/bootstrap.sh installs them)")
+    src = tmp_path / "root.img"
+    with open(src, "wb") as f:
+        f.truncate(40 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "dlroot", str(src)], check=True)
+    marker = b"a-line-of-the-image-in-plain-text-3f9c"
+    with open(src, "r+b") as f:       # in the file system's free space, as a file's data block would be
+        f.seek(30 << 20)
+        f.write(marker * 100)
+    adv, kid = tang_adv(tmp_path)
+    dest = tmp_path / "root.luks.img"
+    args = {"src": str(src), "source_checksum": "sum-1", "dest": str(dest), "header_room": 16 << 20,
+            "tang": [{"url": "http://10.77.0.2/tang", "adv": adv}]}
+
+    ok, r, _argvs = run(args, check=True, module=luks_image)
+    assert ok and r["changed"] and not dest.exists(), r
+    ok, r, argvs = run(args, module=luks_image)
+    assert ok and r["changed"] and r["kids"] == [kid], r
+    assert os.path.getsize(dest) == (40 + 16) << 20
+    assert marker not in dest.read_bytes()
+    meta = json.loads(cs("luksDump", "--dump-json-metadata", str(dest)))
+    assert keyslots(meta)[1] == [] and keyslots(meta)[0], meta["keyslots"]
+    assert tang_bindings(meta) == {int(keyslots(meta)[0][0]): [kid]}
+    assert cs("luksUUID", str(dest)).strip() == r["uuid"]
+    # the one-time key went through stdin only
+    assert not any("--key-file" in a and a[a.index("--key-file") + 1] != "-" for a in argvs), argvs
+    assert json.loads((tmp_path / "root.luks.img.json").read_text())["source_sha256"] == "sum-1"
+
+    ok, again, argvs = run(args, module=luks_image)
+    assert ok and not again["changed"] and again["uuid"] == r["uuid"] and argvs == [], again
+    ok, other, _argvs = run(dict(args, source_checksum="sum-2"), module=luks_image)
+    assert ok and other["changed"] and other["uuid"] != r["uuid"], other   # a new source: a new master key
+    # Tang servers with other keys (a new cluster, keys retired): the cached copy is bound to keys nobody serves
+    (tmp_path / "new").mkdir()
+    adv2, kid2 = tang_adv(tmp_path / "new")
+    ok, third, _argvs = run(dict(args, source_checksum="sum-2", tang=[{"url": "http://10.77.0.2/tang", "adv": adv2}]),
+                            module=luks_image)
+    assert ok and third["changed"] and third["kids"] == [kid2] and third["uuid"] != other["uuid"], third
+    # both keys advertised (a rotation under way): the copy bound to either is current
+    both = [{"url": "http://10.77.0.2/tang", "adv": adv2}, {"url": "http://10.77.0.3/tang", "adv": adv}]
+    ok, fourth, _argvs = run(dict(args, source_checksum="sum-2", tang=both), module=luks_image)
+    assert ok and not fourth["changed"] and fourth["uuid"] == third["uuid"], fourth
+
+
+def test_luks_image_refuses_bad_input_in_one_line(run, tmp_path):
+    src = tmp_path / "root.img"
+    src.write_bytes(b"\0" * 4096)
+    base = {"src": str(src), "source_checksum": "s", "dest": str(tmp_path / "out.img"),
+            "tang": [{"url": "http://10.77.0.2/tang", "adv": {"payload": "e30", "signatures": []}}]}
+    for args, words in (
+            (dict(base, threshold=2), "threshold 2 must be from 1 to the number of Tang servers (1)"),
+            (dict(base, tang=[{"url": "http://x/tang", "adv": "not json"}]), "Tang advertisement of http://x/tang"),
+            (dict(base, src=str(tmp_path / "none.img")), "build the image bundle first"),
+            (dict(base, header_room=1000), "whole number of MiB")):
+        ok, r, argvs = run(args, module=luks_image)
+        assert not ok and words in r["msg"] and "\n" not in r["msg"] and argvs == [], r
+    assert not (tmp_path / "out.img").exists()
