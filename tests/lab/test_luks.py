@@ -39,7 +39,9 @@ LOCKED_TIMEOUT = 600
 # hex: from the dm table, or (when cryptsetup put it in the kernel keyring: the table says ":64:logon:...")
 # dumped with the passphrase Clevis recovers from Tang (into RAM, deleted at once)
 ROOT_LUKS_SH = r"""
-d=$(basename "$(readlink -f "$(findmnt -no SOURCE /)")")
+src=$(findmnt -no SOURCE /)
+[ "$src" = overlay ] && src=$(findmnt -no SOURCE /run/diskless/lower)   # root mode image: the overlay's lower layer
+d=$(basename "$(readlink -f "$src")")
 name=$(cat /sys/block/$d/dm/name)
 echo "uuid $(cat /sys/block/$d/dm/uuid)"
 echo "name $name"
@@ -108,14 +110,14 @@ def http_status(lab: LabInfo, host: str, url: str, post: bool = False) -> int:
 # ------------------------------------------------------------------------------------------ tests
 def test_luks_roots_are_dm_crypt_bound_to_tang_with_keys_of_their_own(
         converged: None, lab: LabInfo, slices: dict[str, Any]) -> None:
-    """Each LUKS node: / is dm-crypt (LUKS2) over its mode's device (the LUN, or the md array), the header has
-    one keyslot and a Clevis token (sss over every provisioning host's Tang), and no two nodes share a
-    volume key."""
+    """Each LUKS node: / is dm-crypt (LUKS2) over its mode's device (the LUN, the md array, or under the RAM
+    overlay the multipath map of the encrypted image), the header has one keyslot and a Clevis token (sss over
+    every provisioning host's Tang), and no two nodes share a volume key (an image node has its image's)."""
     keys, digests = {}, {}
     for node in luks_nodes(slices):
         info = root_luks(lab, node)
         assert info["uuid"].startswith("CRYPT-LUKS2-") and info["name"] == "dlcrypt", info
-        want = "md" if slices[node]["root"] == "mirror" else "sd"
+        want = {"mirror": "md", "image": "dm-"}.get(slices[node]["root"], "sd")   # image: the multipath map
         assert info["backing"].startswith(want), info
         meta = info["meta"]
         # the Clevis slot, and the recovery passphrase's when the inventory sets one; the one-time key is gone
@@ -161,8 +163,9 @@ def test_no_key_in_the_boot_data_nor_the_http_tree(converged: None, lab: LabInfo
 
 def test_the_storage_hosts_hold_no_plaintext(converged: None, lab: LabInfo, slices: dict[str, Any]) -> None:
     """A marker the node writes reads back in plain on the node, but is found neither on the LUN under the
-    dm-crypt device (as the node sees it) nor anywhere in the node's zvols on the storage hosts."""
-    for node in luks_nodes(slices):
+    dm-crypt device (as the node sees it) nor anywhere in the node's zvols on the storage hosts. (An image node
+    writes into RAM: its image is checked by test_the_encrypted_image_is_one_ciphertext_that_only_tang_opens.)"""
+    for node in (n for n in luks_nodes(slices) if slices[n]["root"] != "image"):
         marker = f"dl-luks-marker-{secrets.token_hex(12)}"
         ssh(lab.ssh_config, node, f"for i in $(seq 64); do echo {marker}; done > /var/tmp/dl-marker; sync; "
             "echo 3 > /proc/sys/vm/drop_caches")
@@ -178,6 +181,28 @@ def test_the_storage_hosts_hold_no_plaintext(converged: None, lab: LabInfo, slic
                 assert found == "0", f"{host}: the marker of {node} is in plain in {device}"
         finally:
             ssh(lab.ssh_config, node, "rm -f /var/tmp/dl-marker", check=False)
+
+
+def test_the_encrypted_image_is_one_ciphertext_that_only_tang_opens(
+        converged: None, lab: LabInfo, slices: dict[str, Any]) -> None:
+    """Root mode image with LUKS: the image was encrypted once (luks_image, on the controller) and every storage
+    host exports the same ciphertext (one LUKS UUID, one serial: one multipath map on the node); a line of the
+    image that the node reads in plain through its root is nowhere in the exported volume."""
+    nodes = [n for n in luks_nodes(slices) if slices[n]["root"] == "image"]
+    if not nodes:
+        pytest.skip("no LUKS node of root mode image in the inventory under test")
+    node = nodes[0]
+    line = ssh(lab.ssh_config, node, "grep -m1 '^PRETTY_NAME=' /usr/lib/os-release").strip()
+    assert line.startswith("PRETTY_NAME="), line
+    volumes = node_volumes(slices, node)
+    assert len(volumes) >= 2, f"{node}: the image should come from every storage host: {volumes}"
+    uuids = {host: ssh(lab.ssh_config, host, f"blkid -p -o value -s UUID {device}").strip() for host, device in volumes}
+    assert len(set(uuids.values())) == 1 and all(uuids.values()), f"{node}: LUKS UUIDs per storage host: {uuids}"
+    kinds = {host: ssh(lab.ssh_config, host, f"blkid -p -o value -s TYPE {device}").strip() for host, device in volumes}
+    assert set(kinds.values()) == {"crypto_LUKS"}, kinds
+    host, device = volumes[0]     # the same bytes on every host: one grep
+    found = ssh(lab.ssh_config, host, f"grep -caF {shlex.quote(line)} {device} || true", timeout=900).strip()
+    assert found == "0", f"{host}: {line!r} of the image is in plain in {device}"
 
 
 def test_tang_answers_the_luks_nodes_only(converged: None, lab: LabInfo, slices: dict[str, Any]) -> None:
@@ -203,7 +228,7 @@ def test_the_recovery_passphrase_opens_the_root_and_nothing_else_does(
         converged: None, lab: LabInfo, slices: dict[str, Any]) -> None:
     """node_luks_recovery (vault) is a keyslot of its own, beside the Clevis one: it opens the LUKS header on the
     node (as typed at the console when no Tang answers); a wrong passphrase opens nothing."""
-    nodes = [n for n in luks_nodes(slices) if slices[n]["luks_recovery"]]
+    nodes = [n for n in luks_nodes(slices) if slices[n]["luks_recovery"]]   # (never an image node: the planner refuses)
     if not nodes:
         pytest.skip("no LUKS node of the inventory has node_luks_recovery")
     for node in nodes:
@@ -233,25 +258,36 @@ def test_tang_key_rotation_binds_every_node_anew_then_retires_the_old_keys(
         converged: None, lab: LabInfo, slices: dict[str, Any]) -> None:
     """playbooks/tang_rotate.yml: new Tang keys, every LUKS node bound to them, the old keys removed (and the
     controller's backup holding the new ones); each node's root still unlocks through Tang, which now has only
-    the new keys (and the destructive Tang test below reboots a node on them)."""
+    the new keys (and the destructive Tang test below reboots a node on them). An encrypted image (LUKS nodes of
+    root mode image) is read-only: bound to the old keys, it keeps them: the run binds every other node anew,
+    names the image and retires nothing."""
     nodes = luks_nodes(slices)
+    images = sorted({slices[n]["image"] for n in nodes if slices[n]["root"] == "image"})
     prov, container = provisioning(slices)
     before = tang_keys(container)
     assert before["advertised"] and not before["hidden"], before
     for node in nodes:
         assert set(bound_kids(lab, node)) <= set(before["advertised"]), node
-    run_playbook(lab.inventory, "tang_rotate.yml", "rotate the Tang keys, bind every LUKS node anew",
-                 key="tang_rotate")
+    run = run_playbook(lab.inventory, "tang_rotate.yml", "rotate the Tang keys, bind every LUKS node anew",
+                       key="tang_rotate", check=not images)
     after = tang_keys(container)
-    assert after["advertised"] and not after["hidden"], after
-    assert not set(after["advertised"]) & set(before["advertised"]), (before, after)
+    assert after["advertised"] and not set(after["advertised"]) & set(before["advertised"]), (before, after)
+    if images:
+        assert run["rc"] != 0 and len(run["failed"]) == 1, run["failed"]
+        assert "Keep the old keys while an image is still bound to them" in run["failed"][0], run["failed"]
+        assert all(image in run["failed"][0] for image in images) and "new image version" in run["failed"][0], run["failed"]
+        assert sorted(after["hidden"]) == sorted(before["advertised"]), after     # kept: the image needs them
+    else:
+        assert not after["hidden"], after
     for node in nodes:
         kids = bound_kids(lab, node)
-        assert kids and set(kids) <= set(after["advertised"]), (node, kids, after)
-        # the root's key comes back from Tang, which holds none of the old keys any more
-        out = ssh(lab.ssh_config, node, "b=$(basename \"$(cryptsetup status dlcrypt | awk '$1 == \"device:\" {print $2}')\"); "
-                  "slot=$(clevis luks list -d /dev/$b | cut -d: -f1 | head -1); "
-                  "clevis luks pass -d /dev/$b -s $slot | wc -c", check=False)
+        # per-node roots: bound to the new keys only; an image: still to the old (hidden, still answered) keys
+        want = set(before["advertised"]) if slices[node]["root"] == "image" else set(after["advertised"])
+        assert kids and set(kids) <= want, (node, kids, after)
+        # the root's key comes back from Tang
+        out = ssh(lab.ssh_config, node, "b=$(cryptsetup status dlcrypt | awk '$1 == \"device:\" {print $2}'); "
+                  "slot=$(clevis luks list -d $b | cut -d: -f1 | head -1); "
+                  "clevis luks pass -d $b -s $slot | wc -c", check=False)
         assert int(out.strip().splitlines()[-1]) > 0, f"{node}: clevis luks pass failed after the rotation: {out}"
     backup = lab.ssh_config.parent.parent / "tang-backup" / f"{prov}.tang"
     with tarfile.open(fileobj=io.BytesIO(base64.b64decode(backup.read_text()))) as tar:
