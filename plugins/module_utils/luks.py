@@ -234,13 +234,15 @@ def encrypt_file(run, path, room, policy, key):
     with Clevis to ``policy`` (sss_policy); ``room`` bytes at the end of the file take the LUKS2 header. ``key``
     (SECRET, random) opens the one-time keyslot the encryption and the binding need; it is removed afterwards, so
     only Clevis (Tang) opens the result. Returns ``(uuid, kids)``: the LUKS UUID and the Tang keys the binding needs."""
-    run(["cryptsetup", "reencrypt", "--encrypt", "--type", "luks2", "--reduce-device-size", "%dM" % (room >> 20),
+    # --disable-locks: the file is this call's own (a .part nobody else opens), and the lock directory
+    # (/run/cryptsetup) is root's: the controller user need not be root
+    run(["cryptsetup", "reencrypt", "--disable-locks", "--encrypt", "--type", "luks2", "--reduce-device-size", "%dM" % (room >> 20),
          # the one-time keyslot lives for a few seconds: a cheap KDF; Clevis's keyslot has a random 256-bit key
          "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--batch-mode", "--key-file", "-", path],
         "encrypting %s (cryptsetup reencrypt --encrypt)" % path, data=key)
     run(["clevis", "luks", "bind", "-y", "-d", path, "-k", "-", "sss", policy],
         "binding %s to Tang (clevis luks bind)" % path, data=key)
-    run(["cryptsetup", "luksRemoveKey", "--batch-mode", "--key-file", "-", path],
+    run(["cryptsetup", "luksRemoveKey", "--disable-locks", "--batch-mode", "--key-file", "-", path],
         "removing the one-time keyslot of %s" % path, data=key)
     meta = json.loads(run(["cryptsetup", "luksDump", "--dump-json-metadata", path],
                           "reading the LUKS2 metadata of %s" % path))
