@@ -111,8 +111,8 @@ def test_node_vm_has_no_disk_device(converged: None, lab: LabInfo, host: Callabl
         argv = json.loads((run_dir / node / "vm.json").read_text())["argv"]
         assert not {"-drive", "-hda", "-cdrom", "-blockdev"} & set(argv), argv       # QEMU has no disk
         assert argv[argv.index("-boot") + 1] == "n"
-        # inside: every block device that is a disk hangs off an iSCSI session; md and dm-multipath devices
-        # (mirror, image) are built only from such disks
+        # inside: every block device that is a disk hangs off an iSCSI session; md, dm-multipath and dm-crypt
+        # devices (mirror, image, LUKS over either) are built only from such disks, through one another
         out = host(node).check_output(
             "for d in /sys/block/*; do n=${d##*/}; case $n in loop*|ram*|zram*|sr*) continue;; esac; "
             "if [ -e $d/device ]; then echo \"disk $n $(readlink -f $d/device)\"; "
@@ -122,7 +122,12 @@ def test_node_vm_has_no_disk_device(converged: None, lab: LabInfo, host: Callabl
         assert disks or slices[node]["root"] == "live", f"{node}: no block device at all"  # live: RAM only
         assert all("/session" in path for path in disks.values()), disks
         assert not any(name.startswith(("vd", "hd", "nvme")) for name in disks), disks
-        assert all(slaves and set(slaves) <= set(disks) for slaves in virtual.values()), (virtual, disks)
+        def leaves(name: str, seen: tuple[str, ...] = ()) -> set[str]:
+            if name in disks:
+                return {name}
+            assert name in virtual and name not in seen and virtual[name], (node, name, virtual, disks)
+            return set().union(*(leaves(s, seen + (name,)) for s in virtual[name]))
+        assert all(leaves(name) <= set(disks) for name in virtual), (virtual, disks)
 
 
 def test_root_is_the_nodes_own_iscsi_lun(converged: None, lab: LabInfo, slices: dict[str, Any],
