@@ -122,6 +122,7 @@ def test_node_vm_has_no_disk_device(converged: None, lab: LabInfo, host: Callabl
         assert disks or slices[node]["root"] == "live", f"{node}: no block device at all"  # live: RAM only
         assert all("/session" in path for path in disks.values()), disks
         assert not any(name.startswith(("vd", "hd", "nvme")) for name in disks), disks
+
         def leaves(name: str, seen: tuple[str, ...] = ()) -> set[str]:
             if name in disks:
                 return {name}
