@@ -124,6 +124,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.diskless.cluster.plugins.module_utils._atomic import unlink_quietly, write_atomic
 from ansible_collections.diskless.cluster.plugins.module_utils._run import CommandError, Runner, fail
 from ansible_collections.diskless.cluster.plugins.module_utils.luks import (
     LuksError, advertised_kids, encrypt_file, sss_policy)
@@ -184,14 +185,11 @@ def main():
             # 64 random bytes as text: the one-time keyslot's passphrase, on stdin only
             key = base64.b64encode(os.urandom(64))
             uuid, kids = encrypt_file(run, part, p["header_room"], policy, key)
-            with open(sidecar + ".part", "w", encoding="utf-8") as f:
-                json.dump({"source_sha256": p["source_checksum"], "uuid": uuid, "kids": kids}, f, sort_keys=True)
             os.rename(part, dest)
-            os.rename(sidecar + ".part", sidecar)
+            write_atomic(sidecar, json.dumps({"source_sha256": p["source_checksum"], "uuid": uuid, "kids": kids},
+                                             sort_keys=True).encode(), mode=0o644)
         finally:
-            for leftover in (part, sidecar + ".part"):
-                if os.path.exists(leftover):
-                    os.unlink(leftover)
+            unlink_quietly(part)
     except (LuksError, CommandError, OSError) as exc:
         fail(module, exc)
     result = dict(changed=True, dest=dest, uuid=uuid, kids=kids, seconds=round(time.monotonic() - t0, 1))
