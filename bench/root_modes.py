@@ -18,7 +18,7 @@
    all again here.
 
     hack/lab.sh exec -- python3 bench/root_modes.py [--seconds 20] [--full-resync]
-    hack/lab.sh exec -- python3 bench/root_modes.py --ci      # 8 s per fio figure, the rest as measured
+    hack/lab.sh exec -- python3 bench/root_modes.py --ci      # 5 s per fio figure, the rest as measured
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ BOOT_TIMEOUT = 900
 FIO_TESTS = (("randread", "4k", "iops"), ("randwrite", "4k", "iops"), ("read", "1M", "bw"))
 
 
-def fio(ssh_config: Path, host: str, target: str, rw: str, bs: str, seconds: int, size: str = "256M",
+def fio(ssh_config: Path, host: str, target: str, rw: str, bs: str, seconds: int, size: str = "128M",
         readonly: bool = False) -> dict[str, Any]:
     out = ssh(ssh_config, host, f"fio --name=b --filename={target} --size={size} --rw={rw} --bs={bs} --direct=1 "
               f"--ioengine=psync --iodepth=1 --time_based --runtime={seconds} --output-format=json"
@@ -94,12 +94,12 @@ def full_resync(ssh_config: Path, node: str) -> tuple[float, int]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--seconds", type=int, default=20, help="runtime of each fio figure")
-    ap.add_argument("--ci", action="store_true", help="CI size: 8 s per fio figure, boots as the tests timed them")
+    ap.add_argument("--ci", action="store_true", help="CI size: 5 s per fio figure, boots as the tests timed them")
     ap.add_argument("--full-resync", action="store_true", help="also run and time a full resync of the mirror")
     ap.add_argument("--boot-all", action="store_true",
                     help="power every node on at once now (default: the figures of the lab's first site.yml)")
     args = ap.parse_args()
-    seconds = 8 if args.ci else args.seconds
+    seconds = 5 if args.ci else args.seconds
     if not in_lab_netns():
         sys.exit("root_modes: run inside the lab namespace: hack/lab.sh exec -- python3 bench/root_modes.py")
     p = Paths(cache_dir())
@@ -136,7 +136,7 @@ def main() -> int:
                                         for rw, bs, _k in FIO_TESTS if "write" not in rw}
             continue
         target = "/var/tmp/dl-bench-fio.dat"
-        ssh(ssh_config, node, f"fio --name=l --filename={target} --size=256M --rw=write --bs=1M --direct=1 "
+        ssh(ssh_config, node, f"fio --name=l --filename={target} --size=128M --rw=write --bs=1M --direct=1 "
             "--output=/dev/null >/dev/null")
         try:
             rows[f"{node} ({mode})"] = {rw: fio(ssh_config, node, target, rw, bs, seconds) for rw, bs, _k in FIO_TESTS}

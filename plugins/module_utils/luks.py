@@ -229,6 +229,56 @@ def advertised_kids(pins):
     return kids
 
 
+EXT_MAGIC_OFFSET = 1080      # s_magic of an ext2/3/4 superblock (1024 + 0x38)
+MIB = 1 << 20
+
+
+def is_ext_fs(path):
+    """Whether the file ``path`` starts with an ext2/3/4 file system (its superblock magic 0xEF53)."""
+    with open(path, "rb") as f:
+        f.seek(EXT_MAGIC_OFFSET)
+        return f.read(2) == b"\x53\xef"
+
+
+def ext_fs_sizes(dumpe2fs_header):
+    """``(size, used)`` in bytes of the ext file system that ``dumpe2fs -h`` described."""
+    fields = {}
+    for line in dumpe2fs_header.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    try:
+        count, free, block = (int(fields[k]) for k in ("Block count", "Free blocks", "Block size"))
+    except (KeyError, ValueError):
+        raise LuksError("dumpe2fs -h gave no block count, free blocks and block size: not an ext file system")
+    return count * block, (count - free) * block
+
+
+def shrunk_size(size, used):
+    """The size to shrink an ext file system of ``size`` bytes with ``used`` bytes in use to: its data + 10 % + 32
+    MiB (the inode tables and directories of a read-only root), in whole MiB (a whole number of sectors of any
+    size dm-crypt may choose); never more than ``size``."""
+    return min(size, -(-(used + used // 10 + 32 * MIB) // MIB) * MIB)
+
+
+def shrink_ext_file(run, path):
+    """Shrink the ext file system in the file ``path`` to about its data and cut the file there; returns the new
+    size. A read-only root (root mode image: the node's writes go to RAM) needs no free space, and every byte left
+    out is a byte less to encrypt, ship and write on every storage host. resize2fs's own minimum (-M, -P) is no
+    use for an image that mkfs.ext4 -d populated (it estimates the whole size), so the size is set and forced (-f)
+    and the result checked by e2fsck: a file system that does not fit fails resize2fs, never the node."""
+    run(["e2fsck", "-f", "-y", path], "checking the file system in %s before shrinking it (e2fsck -f)" % path, ok=(0, 1))
+    size, used = ext_fs_sizes(run(["dumpe2fs", "-h", path], "reading the size of the file system in %s" % path))
+    target = shrunk_size(size, used)
+    if target < size:
+        run(["resize2fs", "-f", path, "%dK" % (target >> 10)],
+            "shrinking the file system in %s to %d MiB (resize2fs)" % (path, target // MIB))
+        run(["e2fsck", "-f", "-n", path], "checking the shrunk file system in %s (e2fsck -f -n)" % path)
+        with open(path, "r+b") as f:
+            f.truncate(target)
+    return target
+
+
 def encrypt_file(run, path, room, policy, key):
     """Encrypt the image file ``path`` in place with LUKS2 (offline: no device-mapper, no loop device) and bind it
     with Clevis to ``policy`` (sss_policy); ``room`` bytes at the end of the file take the LUKS2 header. ``key``

@@ -14,7 +14,9 @@ description:
   - The LUKS nodes of root mode C(image) (C(node_luks)) share one read-only LUN per image version, exported by every
     storage host with one serial, so its bytes must be the same everywhere; the image is encrypted once, here, and the
     same ciphertext is written on every storage host. One master key per image version, never per node.
-  - Copies O(src) (the bundle's C(root.img)), appends O(header_room) bytes, encrypts the copy in place
+  - Copies O(src) (the bundle's C(root.img)); with O(shrink), shrinks an ext2/3/4 file system in the copy to its data
+    (C(resize2fs -M)): the nodes mount it read-only, under a RAM overlay, and every byte of free space left out is a byte
+    less to encrypt, ship and write on every storage host. Appends O(header_room) bytes, encrypts the copy in place
     (C(cryptsetup reencrypt --encrypt), offline on the file, with no device-mapper and no loop device), binds it with Clevis
     C(sss) to every Tang server of O(tang) with their advertisements as given (no network), and removes the one-time
     keyslot of the encryption, so that only Tang opens the result. Writes O(dest) and, next to it, C(O(dest).json) (the source
@@ -78,6 +80,12 @@ options:
     description: Bytes appended to the image for the LUKS2 header, whole MiB (the planner sizes the golden volume for it).
     type: int
     default: 33554432
+  shrink:
+    description:
+      - Shrink an ext2/3/4 file system to its data before encrypting it (C(e2fsck -f), C(resize2fs -M)); other file
+        systems are encrypted whole. The golden volume keeps the planned size; the rest of it stays unwritten.
+    type: bool
+    default: true
 """
 
 EXAMPLES = r"""
@@ -109,6 +117,11 @@ kids:
   type: list
   elements: str
   sample: ["l3nqgkH7Ptc6i2xRz8Yw0SbVf1uQdJ5oMa9eKr4TsW0"]
+size:
+  description: The size of the encrypted image in bytes (null in check mode before it exists).
+  returned: success
+  type: int
+  sample: 765460480
 seconds:
   description: How long the encryption took (0 when nothing was done).
   returned: success
@@ -127,7 +140,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.diskless.cluster.plugins.module_utils._atomic import unlink_quietly, write_atomic
 from ansible_collections.diskless.cluster.plugins.module_utils._run import CommandError, Runner, fail
 from ansible_collections.diskless.cluster.plugins.module_utils.luks import (
-    LuksError, advertised_kids, encrypt_file, sss_policy)
+    LuksError, advertised_kids, encrypt_file, is_ext_fs, shrink_ext_file, sss_policy)
 
 
 def _read_sidecar(path):
@@ -151,6 +164,7 @@ def main():
             )),
             threshold=dict(type="int", default=1),
             header_room=dict(type="int", default=32 << 20),
+            shrink=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
     )
@@ -168,9 +182,10 @@ def main():
         before = _read_sidecar(sidecar) if os.path.exists(dest) else None
         if (before and before.get("source_sha256") == p["source_checksum"] and before.get("kids")
                 and set(before["kids"]) <= advertised):
-            module.exit_json(changed=False, dest=dest, uuid=before.get("uuid"), kids=before.get("kids") or [], seconds=0.0)
+            module.exit_json(changed=False, dest=dest, uuid=before.get("uuid"), kids=before.get("kids") or [],
+                             size=os.path.getsize(dest), seconds=0.0)
         if module.check_mode:
-            result = dict(changed=True, dest=dest, uuid=None, kids=[], seconds=0.0)
+            result = dict(changed=True, dest=dest, uuid=None, kids=[], size=None, seconds=0.0)
             if module._diff:
                 result["diff"] = dict(before="%s\n" % (before or {}).get("source_sha256", "absent"),
                                       after="%s\n" % p["source_checksum"])
@@ -180,8 +195,9 @@ def main():
         try:
             shutil.copyfile(src, part)
             os.chmod(part, 0o600)
-            with open(part, "ab") as f:
-                f.truncate(os.path.getsize(src) + p["header_room"])
+            size = shrink_ext_file(run, part) if p["shrink"] and is_ext_fs(part) else os.path.getsize(src)
+            with open(part, "r+b") as f:
+                f.truncate(size + p["header_room"])
             # 64 random bytes as text: the one-time keyslot's passphrase, on stdin only
             key = base64.b64encode(os.urandom(64))
             uuid, kids = encrypt_file(run, part, p["header_room"], policy, key)
@@ -192,7 +208,8 @@ def main():
             unlink_quietly(part)
     except (LuksError, CommandError, OSError) as exc:
         fail(module, exc)
-    result = dict(changed=True, dest=dest, uuid=uuid, kids=kids, seconds=round(time.monotonic() - t0, 1))
+    result = dict(changed=True, dest=dest, uuid=uuid, kids=kids, size=os.path.getsize(dest),
+                  seconds=round(time.monotonic() - t0, 1))
     if module._diff:
         result["diff"] = dict(before="%s\n" % (before or {}).get("source_sha256", "absent"), after="%s\n" % p["source_checksum"])
     module.exit_json(**result)

@@ -1,13 +1,14 @@
 """Encrypted roots whose key never travels: LUKS2 bound to the provisioning host's Tang (docs/security.md).
 
-The lab's LUKS nodes (`node_luks: true`: one `iscsi`, one `mirror`) encrypted their thin clone in place at
-their first boot and unlock it at every boot with Clevis, which asks Tang on the provisioning host; Tang
-answers the LUKS nodes' addresses only. What is read here: the dm-crypt stack and the LUKS header on the node,
-the node's boot data and the whole HTTP tree on the provisioning host (scanned for the volume key), the node's
-volumes on the storage hosts (scanned for a marker the node wrote in plain), Tang's answers to a storage host,
-the recovery passphrase's keyslot (node_luks_recovery), and a Tang key rotation (playbooks/tang_rotate.yml).
-Destructive, last: Tang stopped, the node does not mount its root and says why on its console; Tang back, the
-next boot unlocks.
+The lab's LUKS nodes (`node_luks: true`: one `iscsi`, one `mirror`, one `image`) unlock their root at every boot
+with Clevis, which asks Tang on the provisioning host; Tang answers the LUKS nodes' addresses only. The per-node
+roots were encrypted in place at their node's first boot; the image version was encrypted once, on the
+controller. What is read here: the dm-crypt stack and the LUKS header on the node, the node's boot data and the
+whole HTTP tree on the provisioning host (scanned for the volume key), the node's volumes on the storage hosts
+(a block the node reads in plain: located with filefrag, the same ciphertext on every path; the volumes
+grepped), Tang's answers to a storage host, the recovery passphrase's keyslot (node_luks_recovery), and a Tang
+key rotation (playbooks/tang_rotate.yml). Destructive, last: Tang stopped, the node does not mount its root and
+says why on its console; Tang back, the next boot unlocks.
 """
 
 from __future__ import annotations
@@ -107,6 +108,55 @@ def http_status(lab: LabInfo, host: str, url: str, post: bool = False) -> int:
     return int(ssh(lab.ssh_config, host, f"python3 -c {shlex.quote(script)} {shlex.quote(url)} {'post' if post else 'get'}").strip())
 
 
+# one 4 KiB block read with O_DIRECT (no stale page cache on a storage host), its sha256 and how often NEEDLE is in it
+BLOCK_SH = ("dd if={dev} bs=4096 skip={block} count=1 iflag=direct status=none | python3 -c "
+            "'import hashlib, sys; b = sys.stdin.buffer.read(); "
+            "print(len(b), hashlib.sha256(b).hexdigest(), b.count(sys.argv[1].encode()))' {needle}")
+
+
+def read_block(lab: LabInfo, host: str, dev: str, offset: int, needle: str) -> tuple[str, int]:
+    """(sha256, occurrences of ``needle``) of the 4 KiB block at byte ``offset`` of ``dev`` on ``host``."""
+    assert offset % 4096 == 0, f"{dev}: offset {offset} is not on a 4 KiB block"
+    out = ssh(lab.ssh_config, host, BLOCK_SH.format(dev=dev, block=offset // 4096, needle=shlex.quote(needle)))
+    size, sha, count = out.split()
+    assert size == "4096", f"{host}: {dev} gave {size} bytes at {offset}"
+    return sha, int(count)
+
+
+def check_no_plaintext(lab: LabInfo, slices: dict[str, Any], node: str, path: str, needle: str) -> None:
+    """``path`` on the node holds ``needle`` in its first block. Locate that block (filefrag) on the dm-crypt
+    device, where it reads in plain (the control that the location is right), then the same bytes on the device
+    under dm-crypt (past the LUKS header; past md's data offset on each member) and in every one of the node's
+    volumes on the storage hosts: all the same ciphertext, with no ``needle`` in it."""
+    frag = ssh(lab.ssh_config, node, f"filefrag -v -b4096 {shlex.quote(path)}")
+    match = re.search(r"^\s*0:\s+0\.\.\s*\d+:\s+(\d+)\.\.", frag, re.M)
+    assert match, f"{node}: no first extent for {path} in filefrag's output:\n{frag}"
+    plain_offset = int(match.group(1)) * 4096
+    info = root_luks(lab, node)
+    _sha, count = read_block(lab, node, "/dev/mapper/dlcrypt", plain_offset, needle)
+    assert count, f"{node}: block {plain_offset // 4096} of /dev/mapper/dlcrypt does not hold {needle!r}"
+    cipher_offset = int(info["meta"]["segments"]["0"]["offset"]) + plain_offset
+    cipher, count = read_block(lab, node, f"/dev/{info['backing']}", cipher_offset, needle)
+    assert not count, f"{node}: {needle!r} is in plain on /dev/{info['backing']}"
+    member_offset = 0
+    if info["backing"].startswith("md"):           # RAID1: every member holds the array's bytes past its data offset
+        out = ssh(lab.ssh_config, node, f"cat /sys/block/{info['backing']}/md/dev-*/offset")
+        offsets = {int(sectors) * 512 for sectors in out.split()}
+        assert len(offsets) == 1, f"{node}: md members with different data offsets: {offsets}"
+        member_offset = offsets.pop()
+    volumes = node_volumes(slices, node)
+    assert volumes, f"no volume of {node} in the storage slices"
+    for host, device in volumes:
+        sha, count = read_block(lab, host, device, member_offset + cipher_offset, needle)
+        assert not count, f"{host}: {needle!r} of {node} is in plain in {device}"
+        assert sha == cipher, f"{host}: {device} at {member_offset + cipher_offset} is not the block {node} wrote"
+        # and nowhere else in the volume either (a stale plain copy: a block the in-place encryption missed)
+        t0 = time.monotonic()
+        found = ssh(lab.ssh_config, host, f"LANG=C grep -caF {shlex.quote(needle)} {device} || true", timeout=900).strip()
+        print(f"{host}: grep of {device}: {time.monotonic() - t0:.0f} s")
+        assert found == "0", f"{host}: {needle!r} of {node} is in plain in {device}"
+
+
 # ------------------------------------------------------------------------------------------ tests
 def test_luks_roots_are_dm_crypt_bound_to_tang_with_keys_of_their_own(
         converged: None, lab: LabInfo, slices: dict[str, Any]) -> None:
@@ -162,23 +212,17 @@ def test_no_key_in_the_boot_data_nor_the_http_tree(converged: None, lab: LabInfo
 
 
 def test_the_storage_hosts_hold_no_plaintext(converged: None, lab: LabInfo, slices: dict[str, Any]) -> None:
-    """A marker the node writes reads back in plain on the node, but is found neither on the LUN under the
-    dm-crypt device (as the node sees it) nor anywhere in the node's zvols on the storage hosts. (An image node
-    writes into RAM: its image is checked by test_the_encrypted_image_is_one_ciphertext_that_only_tang_opens.)"""
+    """A marker the node writes reads back in plain on the node and on its dm-crypt device, but the same block
+    under dm-crypt, as the node sees it and in each of the node's zvols on the storage hosts, is ciphertext.
+    (An image node writes into RAM: its image is checked by
+    test_the_encrypted_image_is_one_ciphertext_that_only_tang_opens.)"""
     for node in (n for n in luks_nodes(slices) if slices[n]["root"] != "image"):
         marker = f"dl-luks-marker-{secrets.token_hex(12)}"
         ssh(lab.ssh_config, node, f"for i in $(seq 64); do echo {marker}; done > /var/tmp/dl-marker; sync; "
             "echo 3 > /proc/sys/vm/drop_caches")
         try:
             assert marker in ssh(lab.ssh_config, node, "cat /var/tmp/dl-marker")
-            backing = root_luks(lab, node)["backing"]
-            found = ssh(lab.ssh_config, node, f"grep -caF {marker} /dev/{backing} || true").strip()
-            assert found == "0", f"{node}: the marker is in plain on /dev/{backing}"
-            volumes = node_volumes(slices, node)
-            assert volumes, f"no volume of {node} in the storage slices"
-            for host, device in volumes:
-                found = ssh(lab.ssh_config, host, f"grep -caF {marker} {device} || true", timeout=900).strip()
-                assert found == "0", f"{host}: the marker of {node} is in plain in {device}"
+            check_no_plaintext(lab, slices, node, "/var/tmp/dl-marker", marker)
         finally:
             ssh(lab.ssh_config, node, "rm -f /var/tmp/dl-marker", check=False)
 
@@ -200,9 +244,8 @@ def test_the_encrypted_image_is_one_ciphertext_that_only_tang_opens(
     assert len(set(uuids.values())) == 1 and all(uuids.values()), f"{node}: LUKS UUIDs per storage host: {uuids}"
     kinds = {host: ssh(lab.ssh_config, host, f"blkid -p -o value -s TYPE {device}").strip() for host, device in volumes}
     assert set(kinds.values()) == {"crypto_LUKS"}, kinds
-    host, device = volumes[0]     # the same bytes on every host: one grep
-    found = ssh(lab.ssh_config, host, f"grep -caF {shlex.quote(line)} {device} || true", timeout=900).strip()
-    assert found == "0", f"{host}: {line!r} of the image is in plain in {device}"
+    # the block of os-release in the image's file system, read in plain through dm-crypt, is ciphertext on every path
+    check_no_plaintext(lab, slices, node, "/run/diskless/lower/usr/lib/os-release", line)
 
 
 def test_tang_answers_the_luks_nodes_only(converged: None, lab: LabInfo, slices: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ def test_lab_inventory_starts_the_storage_vm_and_the_provisioning_container_by_d
     assert [(ct.name, ct.ip, ct.container, ct.groups) for ct in lab.containers] == [
         ("ips1", "10.77.0.2", "dl-lab-ips1", ["provisioning"])]
     nodes = {vm.name: vm for vm in lab.vms if "compute" in vm.groups}
-    assert sorted(nodes) == ["node001", "node002", "node003", "node004", "node005"]
+    assert sorted(nodes) == ["node001", "node002", "node003", "node004", "node005", "node006"]
     assert all(not vm.start and vm.boot == "network" and not vm.disks for vm in nodes.values())
     assert nodes["node004"].memory_mib > nodes["node001"].memory_mib      # live: the root is in RAM
     assert [vm.name for vm in lab.select([])] == ["sch1", "sch2"]

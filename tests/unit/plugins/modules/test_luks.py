@@ -16,7 +16,7 @@ import pytest
 
 from ansible.module_utils import basic
 from ansible_collections.diskless.cluster.plugins.module_utils.luks import (
-    LuksError, keyslots, parse_status, recovery_plan, stale_bindings, tang_bindings)
+    LuksError, ext_fs_sizes, keyslots, parse_status, recovery_plan, shrunk_size, stale_bindings, tang_bindings)
 from ansible_collections.diskless.cluster.plugins.modules import luks_image, luks_rebind, luks_recovery
 
 CRYPTSETUP = shutil.which("cryptsetup") or next((p for p in ("/usr/sbin/cryptsetup", "/sbin/cryptsetup")
@@ -150,6 +150,12 @@ def test_pure_decisions():
         recovery_plan([], [0], None)
     with pytest.raises(LuksError):
         recovery_plan([1], [], 1)
+    header = "Filesystem volume name:   dlroot\nBlock count:              261120\nFree blocks:              90324\nBlock size:               4096\n"
+    assert ext_fs_sizes(header) == (261120 * 4096, (261120 - 90324) * 4096)
+    with pytest.raises(LuksError, match="not an ext file system"):
+        ext_fs_sizes("Couldn't find valid filesystem superblock.\n")
+    assert shrunk_size(1020 << 20, 667 << 20) == 766 << 20           # data + 10 % + 32 MiB, in whole MiB
+    assert shrunk_size(40 << 20, 30 << 20) == 40 << 20               # never larger than it was
 
 
 def test_rebind_renews_only_bindings_to_keys_no_longer_advertised(run, device, tmp_path):
@@ -216,7 +222,7 @@ def test_luks_image_encrypts_once_binds_to_tang_and_keeps_no_other_keyslot(run, 
         pytest.skip("cryptsetup and clevis are not installed (hack/bootstrap.sh installs them)")
     src = tmp_path / "root.img"
     with open(src, "wb") as f:
-        f.truncate(40 << 20)
+        f.truncate(96 << 20)
     subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "dlroot", str(src)], check=True)
     marker = b"a-line-of-the-image-in-plain-text-3f9c"
     with open(src, "r+b") as f:       # in the file system's free space, as a file's data block would be
@@ -231,8 +237,12 @@ def test_luks_image_encrypts_once_binds_to_tang_and_keeps_no_other_keyslot(run, 
     assert ok and r["changed"] and not dest.exists(), r
     ok, r, argvs = run(args, module=luks_image)
     assert ok and r["changed"] and r["kids"] == [kid], r
-    assert os.path.getsize(dest) == (40 + 16) << 20
+    # shrunk to its data (read-only under the RAM overlay: no free space needed), then the header room
+    assert os.path.getsize(dest) < (64 + 16) << 20, os.path.getsize(dest)
+    assert r["size"] == os.path.getsize(dest) and os.path.getsize(dest) % (1 << 20) == 0, r
     assert marker not in dest.read_bytes()
+    ok, whole, _argvs = run(dict(args, shrink=False, dest=str(tmp_path / "whole.img")), module=luks_image)
+    assert ok and whole["size"] == (96 + 16) << 20 and marker not in (tmp_path / "whole.img").read_bytes(), whole
     meta = json.loads(cs("luksDump", "--dump-json-metadata", str(dest)))
     assert keyslots(meta)[1] == [] and keyslots(meta)[0], meta["keyslots"]
     assert tang_bindings(meta) == {int(keyslots(meta)[0][0]): [kid]}
