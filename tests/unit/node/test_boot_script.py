@@ -91,15 +91,16 @@ reencrypt)
     [ -e "$T/reencrypt_dump" ] && cp "$T/reencrypt_dump" "$T/luks.$n"
     exit "$rc" ;;
 luksRemoveKey) cat > "$T/stdin.luksRemoveKey"; exit 0 ;;
+open) cat > "$T/stdin.open"; [ -s "$T/stdin.open" ] || exit 2; mkdir -p "$DL_DEV/mapper"; : > "$DL_DEV/mapper/$n"; exit 0 ;;
 esac
 exit 0
 ''',
-    # clevis encrypt sss / luks bind / luks unlock: fail (as with no Tang) while $T/tang.down exists; bind adds a
-    # clevis token to $T/luks.<dev>, unlock makes /dev/mapper/<name>
+    # clevis encrypt sss / luks bind / luks unlock / luks pass: fail (as with no Tang) while $T/tang.down exists;
+    # bind adds a clevis token to $T/luks.<dev>, unlock makes /dev/mapper/<name>, pass prints the slot's key
     "clevis": r'''
 cmd="$1 $2"; shift 2
 dev= name=
-while [ $# -gt 0 ]; do case "$1" in -d) dev=$2; shift;; -n) name=$2; shift;; esac; shift; done
+while [ $# -gt 0 ]; do case "$1" in -d) dev=$2; shift;; -n) name=$2; shift;; -s) slot=$2; shift;; esac; shift; done
 case "$cmd" in
 "encrypt sss")
     cat > /dev/null
@@ -112,6 +113,9 @@ case "$cmd" in
 "luks unlock")
     if [ -e "$T/tang.down" ]; then echo "Error communicating with server http://10.0.0.1/tang" >&2; echo "$dev could not be opened." >&2; exit 1; fi
     mkdir -p "$DL_DEV/mapper"; : > "$DL_DEV/mapper/$name" ;;
+"luks pass")
+    if [ -e "$T/tang.down" ]; then echo "It was not possible to decrypt the passphrase associated to slot $slot in $dev!" >&2; exit 1; fi
+    printf 'key-of-slot-%s' "$slot" ;;
 esac
 exit 0
 ''',
@@ -804,7 +808,9 @@ def test_image_luks_unlocks_the_multipath_map_read_only_under_the_overlay(env):
     mp, mapper = str(env.t / "dev/mapper/36001405abc"), str(env.t / "dev/mapper/dlcrypt")
     acted = [c[1:] for c in luks_calls(env)]
     assert acted == [["luksUUID", str(env.t / "dev/sda")], ["luksUUID", str(env.t / "dev/sdb")],
-                     ["luks", "unlock", "-d", mp, "-n", "dlcrypt", "-o", "--readonly"]], acted
+                     ["luks", "pass", "-d", mp, "-s", "1"],
+                     ["open", "--readonly", "--key-file", "-", mp, "dlcrypt"]], acted
+    assert (env.t / "stdin.open").read_text() == "key-of-slot-1"     # Clevis's key, through the pipe only
     assert [c[1] for c in env.calls("dmsetup")] == ["create"]      # the multipath map first, then dm-crypt over it
     run = env.t / "run/diskless"
     assert ["mount", "-t", "ext4", "-o", "ro,noload", mapper, str(run / "lower")] in env.calls("mount")
