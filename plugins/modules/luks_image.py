@@ -15,7 +15,7 @@ description:
     storage host with one serial, so its bytes must be the same everywhere; the image is encrypted once, here, and the
     same ciphertext is written on every storage host. One master key per image version, never per node.
   - Copies O(src) (the bundle's C(root.img)); with O(shrink), shrinks an ext2/3/4 file system in the copy to its data
-    (C(resize2fs -M)): the nodes mount it read-only, under a RAM overlay, and every byte of free space left out is a byte
+    (C(resize2fs)), since the nodes mount it read-only under a RAM overlay; every byte of free space left out is a byte
     less to encrypt, ship and write on every storage host. Appends O(header_room) bytes, encrypts the copy in place
     (C(cryptsetup reencrypt --encrypt), offline on the file, with no device-mapper and no loop device), binds it with Clevis
     C(sss) to every Tang server of O(tang) with their advertisements as given (no network), and removes the one-time
@@ -82,8 +82,8 @@ options:
     default: 33554432
   shrink:
     description:
-      - Shrink an ext2/3/4 file system to its data before encrypting it (C(e2fsck -f), C(resize2fs -M)); other file
-        systems are encrypted whole. The golden volume keeps the planned size; the rest of it stays unwritten.
+      - Shrink an ext2/3/4 file system to its data before encrypting it (C(e2fsck -f), C(resize2fs -f)); other file
+        systems are encrypted whole. The golden volume keeps the planned size, and the rest of it stays unwritten.
     type: bool
     default: true
 """
