@@ -153,7 +153,7 @@ def check_no_plaintext(lab: LabInfo, slices: dict[str, Any], node: str, path: st
         # and nowhere else in the volume either (a stale plain copy: a block the in-place encryption missed)
         t0 = time.monotonic()
         found = ssh(lab.ssh_config, host, f"LANG=C grep -caF {shlex.quote(needle)} {device} || true", timeout=900).strip()
-        print(f"{host}: grep of {device}: {time.monotonic() - t0:.0f} s")
+        record_timing(f"{host}: grep of {node}'s {device} for the marker", time.monotonic() - t0)
         assert found == "0", f"{host}: {needle!r} of {node} is in plain in {device}"
 
 
