@@ -12,7 +12,7 @@ Runs against the lab: brings the storage VM up itself if the lab is not up (and 
 like the lab tests. LIO is saved first and restored at the end (`targetctl`), the scratch pool is destroyed.
     source hack/env.sh && python bench/lio_scale.py            # module 10/100/500, targetcli 10
     python bench/lio_scale.py --full                           # targetcli also at 100 (~40 min under TCG)
-    python bench/lio_scale.py --ci                             # module 5/100, targetcli 5
+    python bench/lio_scale.py --ci                             # module 3/100, targetcli 3
 """
 
 from __future__ import annotations
@@ -216,12 +216,12 @@ zfs get -Hp -o name,property,value used,referenced,written {SCRATCH_POOL}/golden
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
-    ap.add_argument("--ci", action="store_true", help="CI size: module 5/100, targetcli 5 (~3 min less than 10)")
+    ap.add_argument("--ci", action="store_true", help="CI size: module 3/100, targetcli 3 (~3 min less than 10)")
     ap.add_argument("--full", action="store_true", help="also targetcli at 100 exports (slow under TCG)")
     ap.add_argument("--clone-data-mib", type=int, default=64, help="data written into the golden volume")
     args = ap.parse_args()
-    module_sizes = [5, 100] if args.ci else [10, 100, 500]
-    targetcli_sizes = [5] if args.ci else ([10, 100] if args.full else [10])
+    module_sizes = [3, 100] if args.ci else [10, 100, 500]
+    targetcli_sizes = [3] if args.ci else ([10, 100] if args.full else [10])
 
     was_up = labctl("--json", "status", check=False).returncode == 0
     info = json.loads(labctl("--json", "up", HOST).stdout)  # the storage VM only: no node boots meanwhile

@@ -18,7 +18,7 @@
    all again here.
 
     hack/lab.sh exec -- python3 bench/root_modes.py [--seconds 20] [--full-resync]
-    hack/lab.sh exec -- python3 bench/root_modes.py --ci      # 5 s per fio figure, the rest as measured
+    hack/lab.sh exec -- python3 bench/root_modes.py --ci      # 5 s per fio figure on 64 MiB, the rest as measured
 """
 
 from __future__ import annotations
@@ -94,12 +94,13 @@ def full_resync(ssh_config: Path, node: str) -> tuple[float, int]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--seconds", type=int, default=20, help="runtime of each fio figure")
-    ap.add_argument("--ci", action="store_true", help="CI size: 5 s per fio figure, boots as the tests timed them")
+    ap.add_argument("--ci", action="store_true", help="CI size: 5 s per fio figure on 64 MiB, boots as the tests timed them")
     ap.add_argument("--full-resync", action="store_true", help="also run and time a full resync of the mirror")
     ap.add_argument("--boot-all", action="store_true",
                     help="power every node on at once now (default: the figures of the lab's first site.yml)")
     args = ap.parse_args()
     seconds = 5 if args.ci else args.seconds
+    size_mib = 64 if args.ci else 128      # the fio file (and the data laid out in the storage host's zvol)
     if not in_lab_netns():
         sys.exit("root_modes: run inside the lab namespace: hack/lab.sh exec -- python3 bench/root_modes.py")
     p = Paths(cache_dir())
@@ -119,11 +120,11 @@ def main() -> int:
     pool = slices[base_host]["zfs_volumes"]["pool"]
     zvol = f"{pool}/dl-bench-fio"
     ssh(ssh_config, base_host, new_zvol_sh(zvol, "1G")
-        + f"dd if=/dev/urandom of=/dev/zvol/{zvol} bs=1M count=256 oflag=direct conv=nocreat status=none")
+        + f"dd if=/dev/urandom of=/dev/zvol/{zvol} bs=1M count={size_mib} oflag=direct conv=nocreat status=none")
     rows: dict[str, dict[str, dict[str, float]]] = {}
     try:
-        rows[f"{base_host} zvol (local)"] = {rw: fio(ssh_config, base_host, f"/dev/zvol/{zvol}", rw, bs, seconds)
-                                             for rw, bs, _k in FIO_TESTS}
+        rows[f"{base_host} zvol (local)"] = {
+            rw: fio(ssh_config, base_host, f"/dev/zvol/{zvol}", rw, bs, seconds, f"{size_mib}M") for rw, bs, _k in FIO_TESTS}
     finally:
         ssh(ssh_config, base_host, f"zfs destroy {zvol}", check=False)
     for mode, node in sorted(nodes.items()):
@@ -132,18 +133,18 @@ def main() -> int:
         if mode.startswith("image"):     # reads: the multipath map (or the dm-crypt device over it); writes land
             # in the RAM overlay (not measured)
             dev = "/dev/mapper/dlcrypt" if mode.endswith("+luks") else multipath_device(ssh_config, node)
-            rows[f"{node} ({mode})"] = {rw: fio(ssh_config, node, dev, rw, bs, seconds, readonly=True)
+            rows[f"{node} ({mode})"] = {rw: fio(ssh_config, node, dev, rw, bs, seconds, f"{size_mib}M", readonly=True)
                                         for rw, bs, _k in FIO_TESTS if "write" not in rw}
             continue
         target = "/var/tmp/dl-bench-fio.dat"
-        ssh(ssh_config, node, f"fio --name=l --filename={target} --size=128M --rw=write --bs=1M --direct=1 "
+        ssh(ssh_config, node, f"fio --name=l --filename={target} --size={size_mib}M --rw=write --bs=1M --direct=1 "
             "--output=/dev/null >/dev/null")
         try:
-            rows[f"{node} ({mode})"] = {rw: fio(ssh_config, node, target, rw, bs, seconds) for rw, bs, _k in FIO_TESTS}
+            rows[f"{node} ({mode})"] = {rw: fio(ssh_config, node, target, rw, bs, seconds, f"{size_mib}M") for rw, bs, _k in FIO_TESTS}
         finally:
             ssh(ssh_config, node, f"rm -f {target}", check=False)
     base = rows[f"{base_host} zvol (local)"]
-    print(f"\nroot_modes: fio, 4 KiB random IOPS and 1 MiB sequential read MB/s, QD1, {seconds} s each "
+    print(f"\nroot_modes: fio, 4 KiB random IOPS and 1 MiB sequential read MB/s, QD1, {seconds} s each on {size_mib} MiB "
           "(ratio = node / storage host local)")
     print(f"  {'where':26} {'randread IOPS':>15} {'randwrite IOPS':>16} {'seq read MB/s':>15}")
     for name, r in rows.items():

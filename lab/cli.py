@@ -49,6 +49,9 @@ from lab.util import LabError, die, flock, log, require_root
 from lab.vm import (RESTART_POWEROFF_S, STOP_GRACE_S, detect_accel, start_vm, stop_vm, stray_processes,
                     vm_running, vm_state, wait_for_ssh, wait_gone)
 
+# Ansible workers in the lab namespace: more than the lab has hosts (provisioning container, storage VMs, nodes)
+LAB_FORKS = 16
+
 
 def cmd_build_image(p: Paths, args: argparse.Namespace) -> dict[str, Any]:
     names = args.names or sorted(x.stem for x in IMAGES_SRC.glob("*.toml"))
@@ -355,6 +358,9 @@ def cmd_exec(p: Paths, args: argparse.Namespace) -> NoReturn:
     inventory = str((state or {}).get("inventory", DEFAULT_INVENTORY))
     os.environ.setdefault("ANSIBLE_INVENTORY", inventory)
     os.environ.setdefault("DL_LAB_INVENTORY", inventory)
+    # one Ansible worker per lab host: with ansible-core's default of 5 forks a task on the six nodes runs in two
+    # rounds, the sixth node alone after the other five (site.yml, verify.yml, the tests' and benches' plays)
+    os.environ.setdefault("ANSIBLE_FORKS", str(LAB_FORKS))
     # nsenter, not `ip netns exec`: that one also remounts /sys, which hides the cgroup file systems
     # runc needs, so `podman exec` (Ansible's podman connection to a lab container) would fail with
     # "error adding pid ... to cgroups". Only the network namespace is entered.

@@ -45,6 +45,12 @@ mirror)
 image)
     lower=$(findmnt -no SOURCE /run/diskless/lower)
     dm=$(basename "$(readlink -f "$lower")")
+    # an encrypted image: the lower layer is dm-crypt opened read-only over the multipath map
+    case $(cat "/sys/block/$dm/dm/uuid" 2>/dev/null) in
+    CRYPT-LUKS*)
+        luks=", encrypted: LUKS $(cat "/sys/block/$dm/dm/name") ($dm, read-only)"
+        for slave in "/sys/block/$dm/slaves"/*; do dm=${slave##*/}; break; done ;;
+    esac
     if [ "$fstype" != overlay ] || [ ! -d "/sys/block/$dm/slaves" ]; then
         echo "$name: / is $src ($fstype), NOT an overlay on multipath"; exit 1
     fi
@@ -52,7 +58,7 @@ image)
     for s in /sys/block/"$dm"/slaves/*; do
         line="$line $(disk_path "${s##*/}" || echo "${s##*/}");"
     done
-    echo "$line" ;;
+    echo "$line$luks" ;;
 live)
     lower=$(findmnt -no SOURCE /run/diskless/lower)
     [ "$fstype" = overlay ] || { echo "$name: / is $src ($fstype), NOT an overlay"; exit 1; }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks: figures printed side by side for the closing notes, never asserted (a bench fails the stage
-# only when it cannot run at all). The lab's benches (boot_time, lio_scale, ab_update) run in the lab stages.
-# It runs before them: on a cold cache it overlaps the lab images' build (hack/test.sh, in the background),
-# which can slow its wall times; the CPU times printed beside them are the figures to compare then.
+# only when it cannot run at all). The lab's benches (boot_time, lio_scale, root_modes, ab_update) run in the lab
+# stage. Under `make test` this stage runs beside the lab's tests (hack/test.sh), or beside the lab images' build
+# on a cold cache: that can slow its wall times; the CPU times printed beside them are the figures to compare.
 set -euo pipefail
 cd "$DL_ROOT" || exit 1
 echo "--- bench/plan_scale.py"

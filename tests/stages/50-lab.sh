@@ -15,6 +15,8 @@ start=$SECONDS
 hack/lab.sh down
 hack/lab.sh up || { echo "lab stage: lab cluster did not come up (console logs: $DL_CACHE/lab/logs/)"; exit 1; }
 echo "lab stage: lab cluster up after $((SECONDS - start)) s"
+# hack/test.sh starts the controller-only stages (molecule, bench) beside the tests from here on
+[ -z "${DL_LAB_UP_FLAG:-}" ] || touch "$DL_LAB_UP_FLAG"
 t=$SECONDS
 hack/lab.sh exec -- python3 -m pytest tests/lab -ra --durations=0
 rc=$?
