@@ -29,6 +29,7 @@ import pytest
 from lab.client import (LabInfo, console_text, labctl, record_timing, run_playbook, ssh_answers, wait_ssh,
                         wait_until)
 from lab.faults import ssh
+from lab.paths import Paths, cache_dir
 
 # what the provisioning host serves (the roles' defaults; the lab keeps them): provisioning_host_http_root, the
 # per-node files served to their node's address only (provisioning_host_restricted_root) and TFTP
@@ -332,7 +333,7 @@ def test_tang_key_rotation_binds_every_node_anew_then_retires_the_old_keys(
                   "slot=$(clevis luks list -d $b | cut -d: -f1 | head -1); "
                   "clevis luks pass -d $b -s $slot | wc -c", check=False)
         assert int(out.strip().splitlines()[-1]) > 0, f"{node}: clevis luks pass failed after the rotation: {out}"
-    backup = lab.ssh_config.parent.parent / "tang-backup" / f"{prov}.tang"
+    backup = Paths(cache_dir()).run / "tang-backup" / f"{prov}.tang"     # the lab inventory's backup dir
     with tarfile.open(fileobj=io.BytesIO(base64.b64decode(backup.read_text()))) as tar:
         names = sorted(m.name for m in tar.getmembers())
     listed = podman(container, "sh", "-c", "cd /var/lib/tang && ls -A | sort").stdout.split()
