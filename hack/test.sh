@@ -82,7 +82,6 @@ for stage in tests/stages/[0-9]*.sh; do
     deferred=()
   fi
 done
-# (deferred stages whose lab stage was not selected: none, they are only deferred when it is)
 echo
 [ "$failed" -eq 0 ] || echo "failed stages: ${failed_names[*]}"
 echo "stages: $passed passed, $failed failed"

@@ -9,14 +9,20 @@ mode=unknown
 [ -r /run/diskless/root.env ] && . /run/diskless/root.env && mode=${DL_ROOT_MODE:-unknown}
 fstype=$(findmnt -no FSTYPE /)
 src=$(findmnt -no SOURCE /)
-# an encrypted root (node_luks): / is a LUKS dm-crypt device over the mode's own device (the LUN, the md array)
+# an encrypted root (node_luks): a LUKS dm-crypt device over the mode's own device (the LUN, the md array, the
+# multipath map of an image). unwrap_luks NAME [NOTE]: NAME's block device, or when it is dm-crypt the device
+# under it, in $inner; $luks says what the encryption is
 luks=
-top=$(basename "$(readlink -f "$src")")
-case $(cat "/sys/block/$top/dm/uuid" 2>/dev/null) in
-CRYPT-LUKS*)
-    luks=", encrypted: LUKS $(cat "/sys/block/$top/dm/name") ($top)"
-    for slave in "/sys/block/$top/slaves"/*; do src=/dev/${slave##*/}; break; done ;;
-esac
+unwrap_luks() {
+    inner=$1
+    case $(cat "/sys/block/$1/dm/uuid" 2>/dev/null) in
+    CRYPT-LUKS*)
+        luks=", encrypted: LUKS $(cat "/sys/block/$1/dm/name") ($1${2:+, $2})"
+        for slave in "/sys/block/$1/slaves"/*; do inner=${slave##*/}; break; done ;;
+    esac
+}
+unwrap_luks "$(basename "$(readlink -f "$src")")"
+[ -z "$luks" ] || src=/dev/$inner
 
 # "sdX (target from portal, STATE)" of one iSCSI disk, or nothing when it is not on a session
 disk_path() {
@@ -44,13 +50,8 @@ mirror)
     echo "$line$luks" ;;
 image)
     lower=$(findmnt -no SOURCE /run/diskless/lower)
-    dm=$(basename "$(readlink -f "$lower")")
-    # an encrypted image: the lower layer is dm-crypt opened read-only over the multipath map
-    case $(cat "/sys/block/$dm/dm/uuid" 2>/dev/null) in
-    CRYPT-LUKS*)
-        luks=", encrypted: LUKS $(cat "/sys/block/$dm/dm/name") ($dm, read-only)"
-        for slave in "/sys/block/$dm/slaves"/*; do dm=${slave##*/}; break; done ;;
-    esac
+    unwrap_luks "$(basename "$(readlink -f "$lower")")" read-only    # an encrypted image: opened read-only
+    dm=$inner
     if [ "$fstype" != overlay ] || [ ! -d "/sys/block/$dm/slaves" ]; then
         echo "$name: / is $src ($fstype), NOT an overlay on multipath"; exit 1
     fi
